@@ -1,0 +1,42 @@
+"""Errors the engine reports to its client with a clear message (no traceback needed)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+class Gen3DError(Exception):
+    """Base class: an error whose message is meant for the user."""
+
+
+class MissingModelError(Gen3DError):
+    """The weights of a model could not be found (or fetched)."""
+
+    def __init__(self, model: str, tried: Sequence[str], hint: str = "", reasons: Sequence[str] = ()):
+        self.model = model
+        self.tried = tuple(tried)
+        self.reasons = tuple(reasons)
+        lines = [f"model {model!r} is missing: no usable weights were found."]
+        if self.tried:
+            lines.append("Tried, in order:")
+            for i, source in enumerate(self.tried):
+                why = f" ({self.reasons[i]})" if i < len(self.reasons) and self.reasons[i] else ""
+                lines.append(f"  - {source}{why}")
+        else:
+            lines.append("The profile names no source for it.")
+        lines.append(
+            hint
+            or (
+                f"Put a local copy on disk and point to it with --model {model}=/path/to/weights "
+                "(or the add-on preferences), or allow downloads so the Hugging Face id can be fetched."
+            )
+        )
+        super().__init__("\n".join(lines))
+
+
+class BadInputError(Gen3DError):
+    """The user's input (image, depth, camera, settings) cannot be used."""
+
+
+class Cancelled(Gen3DError):
+    """The client asked the engine to stop."""
