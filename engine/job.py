@@ -1,0 +1,139 @@
+"""The job folder: inputs, job.json, one sub-folder per stage, atomic outputs, resume.
+
+Layout::
+
+    JOB/job.json             the request (engine.protocol.validate_job)
+    JOB/engine.log           log and tracebacks (never on the terminal)
+    JOB/<stage>/...          a stage's outputs, each written atomically
+    JOB/<stage>/done.json    written last: the stage's key, outputs and timing
+    JOB/points.ply, JOB/gaussians.ply   the final results (written by the export stage)
+
+A stage is finished only when its ``done.json`` exists and its key matches.  The key hashes
+the settings that stage reads plus the previous stage's key, so changing one setting redoes
+exactly that stage and the ones after it, and a crash mid-stage leaves no ``done.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .protocol import JOB_SCHEMA_VERSION, check_inside_job, read_job
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    A crash, a cancel or a full disk therefore never leaves a half-written file under the
+    final name.  The temporary name keeps the suffix so libraries pick the right format.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+
+def read_npz(path: Path | str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def settings_key(settings: Any, previous_key: str = "") -> str:
+    blob = json.dumps(settings, sort_keys=True, default=str) + "|" + previous_key
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+class JobFolder:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    @property
+    def job_file(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "engine.log"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def path(self, relative: str) -> Path:
+        """A path named in job.json, confined to the job folder."""
+        return self.root / check_inside_job(relative)
+
+    def read(self) -> dict[str, Any]:
+        return read_job(self.job_file.read_text(encoding="utf-8"))
+
+    def write(self, job: dict[str, Any]) -> None:
+        job = {"schema": JOB_SCHEMA_VERSION, **job}
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json(self.job_file, job)
+
+    def import_file(self, source: Path | str, name: str) -> str:
+        """Copy an input into JOB/inputs/ (atomically) and return its job-relative path."""
+        relative = f"inputs/{name}"
+        target = self.root / relative
+        if Path(source).resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+        return relative
+
+    # -- stage records ------------------------------------------------------------------------
+
+    def done_record(self, stage: str) -> dict[str, Any] | None:
+        marker = self.stage_dir(stage) / "done.json"
+        try:
+            return json.loads(marker.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def is_done(self, stage: str, key: str) -> bool:
+        record = self.done_record(stage)
+        if not record or record.get("key") != key:
+            return False
+        return all((self.stage_dir(stage) / name).exists() for name in record.get("outputs", []))
+
+    def begin(self, stage: str) -> Path:
+        """Start (or restart) a stage: its old record goes first, so stale outputs never count."""
+        directory = self.stage_dir(stage)
+        (directory / "done.json").unlink(missing_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def finish(self, stage: str, key: str, outputs: list[str], **info: Any) -> None:
+        write_json(self.stage_dir(stage) / "done.json", {"key": key, "outputs": outputs, **info})
+
+    def status(self) -> dict[str, dict[str, Any] | None]:
+        from .protocol import STAGES
+
+        return {stage: self.done_record(stage) for stage in STAGES}

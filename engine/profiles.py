@@ -1,0 +1,89 @@
+"""Model profiles: which backend runs each stage, with which weights.
+
+A profile maps each model slot to a backend name (implemented in the stage module named in
+``SLOTS``) and each model name to a list of sources tried in order: Hugging Face ids,
+local folders/files, or ``tiny:<name>`` (a small model of the real class built in code, saved
+to the cache and loaded back through the same loading path as the real weights).
+
+Users override any model with ``--model NAME=ID_OR_PATH`` (engine CLI) or in the add-on's
+preferences; an override replaces the whole candidate list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# slot -> stage module that implements its backends
+SLOTS = {
+    "geometry": "depth",  # depth + intrinsics of the input image
+    "expansion_geometry": "depth",  # depth of each completed expansion view
+    "layers": "segment",  # foreground / hidden-background masks
+    "background_inpaint": "inpaint",  # fills the hidden background behind the foreground
+    "expansion_inpaint": "inpaint",  # fills the holes of each rendered expansion view
+    "text_to_image": "inpaint",  # text input -> first image (None: text input unsupported)
+    "caption": "inpaint",  # prompt for background inpainting when the user gives none
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    backends: dict[str, str | None]  # slot -> backend name
+    models: dict[str, tuple[str, ...]] = field(default_factory=dict)  # model -> candidate sources
+    settings: dict[str, Any] = field(default_factory=dict)  # defaults overriding engine.settings
+
+
+PROFILES: dict[str, Profile] = {
+    "offline": Profile(
+        name="offline",
+        description=(
+            "No neural weights: RGB-D input (depth given), layers from depth discontinuities, "
+            "classical (OpenCV) inpainting of colour and depth."
+        ),
+        backends={
+            "geometry": "given",
+            "expansion_geometry": "completion",
+            "layers": "depth-edges",
+            "background_inpaint": "opencv",
+            "expansion_inpaint": "opencv",
+            "text_to_image": None,
+            "caption": "colour-stats",
+        },
+    ),
+}
+
+
+class ProfileError(ValueError):
+    pass
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ProfileError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
+
+
+def model_sources(profile: Profile, model: str, overrides: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Candidate sources for ``model``: the user's override alone, or the profile's list."""
+    if overrides and overrides.get(model):
+        return (overrides[model],)
+    return profile.models.get(model, ())
+
+
+@dataclass
+class BackendContext:
+    """What a stage backend gets when it is created."""
+
+    profile: Profile
+    device: str = "cpu"  # "cpu" or "cuda"
+    cache_dir: str = ""  # tiny models and downloaded weights live here (engine.settings.default_cache_dir)
+    model_overrides: dict[str, str] = field(default_factory=dict)
+    allow_download: bool = True  # False: only local folders/cached files are used
+    warn: Any = print  # callable(str): reaches the client as a "warning" event
+    note: Any = print  # callable(str): progress text, e.g. "fetching <id>"
+
+    def sources(self, model: str) -> tuple[str, ...]:
+        return model_sources(self.profile, model, self.model_overrides)

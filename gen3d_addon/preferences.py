@@ -1,0 +1,135 @@
+"""Add-on preferences: where the engine lives, which profile and device it uses.
+
+They double as a set-up checklist: the panel shows whether the engine's Python exists, so an
+artist sees what is missing before pressing Generate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import bpy
+
+# The extension's package (e.g. "bl_ext.user_default.gen3d"): preferences are keyed by it.
+ADDON_PACKAGE = __package__.rsplit(".", 1)[0]
+# The folder holding engine/ and requirements/ inside the installed extension.
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+
+PROFILE_ITEMS = [
+    ("offline", "Offline", "No neural weights: needs an RGB-D input (image + depth); classical inpainting"),
+    ("tiny", "Tiny (test)", "Tiny random models of the real classes: proves the pipeline, images are meaningless"),
+    ("full", "Full", "The paper's models (MoGe-2, SAM, Stable Diffusion); needs a GPU and the weights"),
+]
+DEVICE_ITEMS = [
+    ("auto", "Auto", "CUDA when the engine sees a GPU, else CPU"),
+    ("cuda", "CUDA", "NVIDIA GPU"),
+    ("cpu", "CPU", "Slow but works everywhere"),
+]
+
+
+def user_folder(*parts: str) -> Path:
+    """A folder in the extension's user directory (kept across updates of the extension)."""
+    base = Path(bpy.utils.extension_path_user(ADDON_PACKAGE, create=True))
+    folder = base.joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def default_engine_python() -> Path:
+    venv = Path(bpy.utils.extension_path_user(ADDON_PACKAGE, create=True)) / "engine-venv"
+    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+class Gen3DPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_PACKAGE
+
+    engine_python: bpy.props.StringProperty(
+        name="Engine Python",
+        description="Python interpreter of the engine's environment (empty: the one Set up engine creates)",
+        subtype="FILE_PATH",
+        default="",
+    )
+    profile: bpy.props.EnumProperty(name="Profile", items=PROFILE_ITEMS, default="offline")
+    device: bpy.props.EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
+    torch_variant: bpy.props.EnumProperty(
+        name="PyTorch build",
+        description="Which PyTorch Set up engine installs",
+        items=[("cpu", "CPU", "Small download, no GPU"), ("cuda", "CUDA", "NVIDIA GPU build (several GB)")],
+        default="cpu",
+    )
+    jobs_folder: bpy.props.StringProperty(
+        name="Jobs folder",
+        description="Where job folders are created (empty: next to the saved .blend, else the user folder)",
+        subtype="DIR_PATH",
+        default="",
+    )
+    model_overrides: bpy.props.StringProperty(
+        name="Model overrides",
+        description="Per-model weights, e.g. 'moge=/models/moge-2; sd-inpaint=my-org/my-inpaint' (local folder or Hugging Face id)",
+        default="",
+    )
+
+    def draw(self, context):
+        layout = self.layout
+        python = resolved_engine_python(self)
+        box = layout.box()
+        ok = python.is_file()
+        box.label(text=f"Engine: {python}", icon="CHECKMARK" if ok else "ERROR")
+        if not ok:
+            box.label(text="Press Set up engine (needs Online Access) or point Engine Python at an existing one.")
+        row = box.row()
+        row.prop(self, "torch_variant")
+        row.operator("gen3d.setup_engine", icon="CONSOLE")
+        layout.prop(self, "engine_python")
+        layout.prop(self, "profile")
+        layout.prop(self, "device")
+        layout.prop(self, "jobs_folder")
+        layout.prop(self, "model_overrides")
+
+
+def get_preferences(context=None) -> Gen3DPreferences:
+    context = context or bpy.context
+    return context.preferences.addons[ADDON_PACKAGE].preferences
+
+
+def resolved_engine_python(prefs: Gen3DPreferences) -> Path:
+    if prefs.engine_python:
+        return Path(bpy.path.abspath(prefs.engine_python))
+    return default_engine_python()
+
+
+def jobs_root(prefs: Gen3DPreferences) -> Path:
+    if prefs.jobs_folder:
+        root = Path(bpy.path.abspath(prefs.jobs_folder))
+    elif bpy.data.filepath:
+        root = Path(bpy.data.filepath).parent / "gen3d_jobs"
+    else:
+        root = user_folder("jobs")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def parse_model_overrides(text: str) -> dict[str, str]:
+    overrides = {}
+    for item in text.replace("\n", ";").split(";"):
+        if item.strip():
+            name, sep, source = item.partition("=")
+            if not sep or not name.strip() or not source.strip():
+                raise ValueError(f"model override {item.strip()!r} is not NAME=ID_OR_PATH")
+            overrides[name.strip()] = os.path.expanduser(source.strip())
+    return overrides
+
+
+CLASSES = [Gen3DPreferences]
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

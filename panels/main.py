@@ -1,0 +1,70 @@
+"""The Gen3D sidebar panel (3D viewport > N > Gen3D): inputs, path, quality, run, result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+from ..gen3d_addon.preferences import get_preferences, resolved_engine_python
+
+
+class GEN3D_PT_main(bpy.types.Panel):
+    bl_label = "Gen3D"
+    bl_idname = "GEN3D_PT_main"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Gen3D"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.gen3d
+        prefs = get_preferences(context)
+        if not resolved_engine_python(prefs).is_file():
+            box = layout.box()
+            box.label(text="Engine not set up", icon="ERROR")
+            box.operator("gen3d.setup_engine", icon="CONSOLE")
+
+        col = layout.column(align=True)
+        col.label(text="Input")
+        col.prop(settings, "image_path", text="")
+        col.prop(settings, "depth_path")
+        col.prop(settings, "prompt")
+        col.prop(settings, "negative_prompt")
+        layout.prop(prefs, "profile")
+
+        col = layout.column(align=True)
+        col.label(text="Camera path")
+        col.prop(settings, "use_scene_camera")
+        col.prop(settings, "trajectory_source", text="")
+        if settings.trajectory_source == "PRESET":
+            col.prop(settings, "preset")
+        col.prop(settings, "steps")
+
+        col = layout.column(align=True)
+        col.label(text="Quality")
+        col.prop(settings, "resolution")
+        col.prop(settings, "splat_iterations")
+        col.prop(settings, "seed")
+        col.prop(prefs, "device")
+        layout.prop(settings, "import_mode")
+
+        if settings.running:
+            layout.label(text=f"{settings.stage}: {settings.message}", icon="TIME")
+            layout.progress(factor=settings.progress, text=f"{settings.progress * 100:.0f}%")
+            layout.operator("gen3d.cancel", icon="CANCEL")
+        else:
+            layout.operator("gen3d.generate", icon="PLAY")
+            if settings.message:
+                layout.label(text=settings.message)
+        preview = settings.preview_path
+        if preview and Path(preview).is_file():
+            image = bpy.data.images.load(preview, check_existing=True)
+            image.reload()
+            image.preview_ensure()
+            layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)
+        if settings.job_dir:
+            layout.label(text=f"Job: {settings.job_dir}", icon="FILE_FOLDER")
+
+
+CLASSES = [GEN3D_PT_main]
