@@ -21,8 +21,8 @@ SLOTS = {
     "layers": "segment",  # foreground / hidden-background masks
     "background_inpaint": "inpaint",  # fills the hidden background behind the foreground
     "expansion_inpaint": "inpaint",  # fills the holes of each rendered expansion view
-    "text_to_image": "inpaint",  # text input -> first image (None: text input unsupported)
-    "caption": "inpaint",  # prompt for background inpainting when the user gives none
+    "text_to_image": "text2image",  # text input -> first image (None: text input unsupported)
+    "caption": "prompting",  # prompt for background inpainting when the user gives none
 }
 
 
@@ -50,6 +50,43 @@ PROFILES: dict[str, Profile] = {
             "expansion_inpaint": "opencv",
             "text_to_image": None,
             "caption": "colour-stats",
+        },
+    ),
+    "tiny": Profile(
+        name="tiny",
+        description=(
+            "Models of the real classes built in code from small configs with random weights, "
+            "loaded through the same from_pretrained paths as the real ones: proves every line "
+            "of the model code on a CPU in minutes. Its images are meaningless."
+        ),
+        backends={
+            "background_inpaint": "sd-controlnet-depth",
+            "expansion_inpaint": "sd-inpaint",
+            "text_to_image": "sd",
+            "caption": "clip",
+        },
+        models={
+            "sd-inpaint": ("tiny:sd-inpaint",),
+            "controlnet-depth": ("tiny:controlnet-depth",),
+            "sd": ("tiny:sd",),
+            "clip": ("tiny:clip",),
+        },
+    ),
+    "full": Profile(
+        name="full",
+        description="The paper's models from Hugging Face (or local copies): for a GPU and the internet.",
+        backends={
+            "background_inpaint": "sd-controlnet-depth",
+            "expansion_inpaint": "sd-inpaint",
+            "text_to_image": "sd",
+            "caption": "clip",
+        },
+        models={
+            # runwayml's repos are gone (2024); these are its mirrors, tried in order.
+            "sd-inpaint": ("stable-diffusion-v1-5/stable-diffusion-inpainting", "sd-legacy/stable-diffusion-inpainting"),
+            "controlnet-depth": ("lllyasviel/control_v11f1p_sd15_depth",),
+            "sd": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "sd-legacy/stable-diffusion-v1-5"),
+            "clip": ("openai/clip-vit-base-patch32",),
         },
     ),
 }

@@ -1,0 +1,199 @@
+"""Tiny diffusion and CLIP models of the real classes, saved in the real folder layouts.
+
+Each ``build_*`` writes into an empty folder what the matching Hugging Face repository holds
+(``model_index.json`` plus ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
+``scheduler/``…, or a bare ``ControlNetModel`` / ``CLIPModel`` folder), so the backends load
+them through exactly the ``from_pretrained`` calls they use for the real weights.  The weights
+are random (seeded): the images they make are noise-like and mean nothing.
+
+Sizes are chosen so a 64x64 image runs in well under a second per step on one CPU core:
+two UNet levels of 8 and 16 channels, one layer each, cross-attention width 16.  The VAE has
+two levels, so latents are half the image size (``vae_scale_factor`` 2, read from its config
+by the pipelines), and the ControlNet's conditioning embedding downsamples by the same 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEXT_DIM = 16  # text-encoder width = UNet/ControlNet cross-attention width
+MAX_TOKENS = 77  # the real CLIP context length, so prompts truncate the same way
+_BLOCKS = (8, 16)
+_GROUPS = 4  # GroupNorm groups must divide every channel count above
+_DOWN = ("CrossAttnDownBlock2D", "DownBlock2D")
+_UP = ("UpBlock2D", "CrossAttnUpBlock2D")
+_BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for the 256 byte values."""
+    visible = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    symbols = {b: chr(b) for b in visible}
+    extra = 0
+    for b in range(256):
+        if b not in symbols:
+            symbols[b] = chr(256 + extra)
+            extra += 1
+    return [symbols[b] for b in range(256)]
+
+
+def save_tokenizer(path: Path) -> int:
+    """A byte-level CLIP tokenizer with no merges (one token per character); returns its vocab size.
+
+    This is CLIP's own base vocabulary (every byte, alone and word-final) without the learned
+    merges, so any text tokenizes, just into more tokens than with the real vocabulary.
+    """
+    from transformers import CLIPTokenizer
+
+    symbols = _byte_symbols()
+    tokens = symbols + [s + "</w>" for s in symbols] + [_BOS, _EOS]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
+    tokenizer.save_pretrained(str(path))
+    return len(vocab)
+
+
+def _text_config(vocab_size: int):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=TEXT_DIM,
+        intermediate_size=2 * TEXT_DIM,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=TEXT_DIM,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+
+
+def _unet(in_channels: int):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=_BLOCKS,
+        layers_per_block=1,
+        down_block_types=_DOWN,
+        up_block_types=_UP,
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=2,
+        norm_num_groups=_GROUPS,
+    )
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(_BLOCKS),
+        up_block_types=("UpDecoderBlock2D",) * len(_BLOCKS),
+        block_out_channels=_BLOCKS,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=_GROUPS,
+        sample_size=64,
+    )
+
+
+def _scheduler():
+    from diffusers import PNDMScheduler
+
+    # Stable Diffusion v1's own scheduler configuration.
+    return PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+
+
+def _save_sd(path: Path, pipeline_cls, unet_in_channels: int, seed: int) -> None:
+    import torch
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    vocab_size = save_tokenizer(path / "tokenizer")
+    torch.manual_seed(seed)
+    pipe = pipeline_cls(
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        tokenizer=CLIPTokenizer.from_pretrained(str(path / "tokenizer")),
+        unet=_unet(unet_in_channels),
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(path))
+
+
+def build_sd_inpaint(path: Path) -> None:
+    """Stable Diffusion inpainting layout: the UNet takes 9 channels (latent, mask, masked latent)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    _save_sd(path, StableDiffusionInpaintPipeline, 9, seed=1)
+
+
+def build_sd(path: Path) -> None:
+    """Stable Diffusion text-to-image layout (4-channel UNet)."""
+    from diffusers import StableDiffusionPipeline
+
+    _save_sd(path, StableDiffusionPipeline, 4, seed=2)
+
+
+def build_controlnet_depth(path: Path) -> None:
+    """A depth ControlNet matching the tiny UNets above (``ControlNetModel`` folder layout)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(3)
+    ControlNetModel(
+        in_channels=4,
+        block_out_channels=_BLOCKS,
+        layers_per_block=1,
+        down_block_types=_DOWN,
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=2,
+        norm_num_groups=_GROUPS,
+        conditioning_embedding_out_channels=_BLOCKS,  # 2 levels: downsamples by the VAE's factor 2
+    ).save_pretrained(str(path))
+
+
+def build_clip(path: Path) -> None:
+    """A CLIP model + processor in the ``openai/clip-vit-base-patch32`` layout (32x32 input)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer, CLIPVisionConfig
+
+    path = Path(path)
+    vocab_size = save_tokenizer(path)
+    vision = CLIPVisionConfig(
+        hidden_size=TEXT_DIM,
+        intermediate_size=2 * TEXT_DIM,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=TEXT_DIM,
+    )
+    config = CLIPConfig(text_config=_text_config(vocab_size).to_dict(), vision_config=vision.to_dict(), projection_dim=TEXT_DIM)
+    torch.manual_seed(4)
+    CLIPModel(config).save_pretrained(str(path))
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=CLIPTokenizer.from_pretrained(str(path)),
+    )
+    processor.save_pretrained(str(path))
+
+
+# "tiny:<name>" -> builder; engine.models builds into its cache on first use.
+BUILDERS = {
+    "sd-inpaint": build_sd_inpaint,
+    "sd": build_sd,
+    "controlnet-depth": build_controlnet_depth,
+    "clip": build_clip,
+}
