@@ -1,0 +1,270 @@
+"""`python -m engine`: the Gen3D engine's command line.
+
+stdout carries JSON-lines events only (engine.protocol); logs go to stderr and, for a job, to
+JOB/engine.log together with any traceback.  Exit codes: engine.protocol.EXIT_*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__, protocol
+from .cameras import Camera, CameraError
+from .errors import BadInputError, Cancelled, Gen3DError, MissingModelError
+from .profiles import PROFILES, ProfileError
+
+log = logging.getLogger("engine")
+
+
+class UsageError(BadInputError):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print usage and exit; we emit an error event
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m engine", description="Gen3D engine: one image -> a navigable 3D scene.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    generate = commands.add_parser("generate", help="generate a scene into a job folder")
+    generate.add_argument("image", nargs="?", default="", help="input image (omit or '' with --prompt for text input)")
+    generate.add_argument("--out", required=True, type=Path, help="job folder (created; a re-run resumes it)")
+    generate.add_argument("--prompt", default="", help="text prompt (inpainting guidance, or the scene itself)")
+    generate.add_argument("--negative-prompt", default="")
+    generate.add_argument("--depth", help="depth for RGB-D input: .npy (m), 16-bit .png (mm) or .exr (Z pass)")
+    generate.add_argument("--camera", type=Path, help="input camera JSON (engine.cameras.Camera.to_dict)")
+    generate.add_argument("--trajectory", type=Path, help="trajectory JSON (engine.trajectory format)")
+    generate.add_argument("--preset", help="camera path preset when no trajectory: orbit, look-around, dolly, pan, spiral")
+    generate.add_argument("--profile", default="offline", choices=sorted(PROFILES))
+    generate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--steps", type=int, help="N expansion views")
+    generate.add_argument("--resolution", type=int, help="working resolution, long side (px)")
+    generate.add_argument("--iterations", type=int, help="3DGS optimisation steps")
+    generate.add_argument("--fov", type=float, help="horizontal FOV (deg) when no camera or model gives one")
+    generate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any engine.settings field")
+    generate.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", help="weights override: HF id or local path")
+
+    commands.add_parser("version", help="print the engine and protocol versions as an event")
+    status = commands.add_parser("status", help="which stages of a job folder are finished")
+    status.add_argument("job", type=Path)
+
+    for name, module_name in EXTRA_COMMANDS.items():
+        module = __import__(f"engine.{module_name}", fromlist=["add_arguments"])
+        module.add_arguments(commands.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
+    return parser
+
+
+# Subcommands that live in their own modules: name -> module with add_arguments(parser), main(args, events).
+EXTRA_COMMANDS: dict[str, str] = {}
+
+
+def _parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{what} {pair!r} is not NAME=VALUE")
+        result[name.strip()] = value.strip()
+    return result
+
+
+def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name in ("seed", "steps", "resolution", "iterations", "fov", "preset"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    for name, text in _parse_pairs(args.set, "--set").items():
+        try:
+            settings[name] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[name] = text
+    return settings
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"{what} file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{what} file {path} is not valid JSON ({exc})") from None
+
+
+def prepare_job(args: argparse.Namespace) -> Path:
+    """Copy the inputs into the job folder and write job.json (the request, as data)."""
+    from .job import JobFolder, write_json
+
+    job = JobFolder(args.out)
+    job.root.mkdir(parents=True, exist_ok=True)
+    request: dict[str, Any] = {"profile": args.profile, "prompt": args.prompt, "negative_prompt": args.negative_prompt}
+    if args.image:
+        image = Path(args.image)
+        if not image.is_file():
+            raise BadInputError(f"image not found: {image}")
+        request["image"] = job.import_file(image, "source_image" + image.suffix.lower())
+    elif not args.prompt.strip():
+        raise UsageError("give an input image, or --prompt for text input")
+    if args.depth:
+        depth = Path(args.depth)
+        if not depth.is_file():
+            raise BadInputError(f"depth file not found: {depth}")
+        request["depth"] = job.import_file(depth, "source_depth" + depth.suffix.lower())
+    if args.camera:
+        camera = Camera.from_dict(_read_json(args.camera, "camera"))
+        request["camera"] = camera.to_dict()
+        write_json(job.root / "camera.json", request["camera"])  # where clients place the result
+    if args.trajectory:
+        from . import trajectory
+
+        data = _read_json(args.trajectory, "trajectory")
+        trajectory.cameras_from_dict(data)  # validates
+        request["trajectory"] = data
+    request["settings"] = _settings_from_args(args)
+    request["models"] = _parse_pairs(args.model, "--model")
+    job.write(request)
+    return job.root
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu or auto)")
+    return name
+
+
+def _setup_logging(log_file: Path | None) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("engine: %(message)s"))
+    console.setLevel(logging.INFO)
+    root.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
+def _install_stop_signals() -> Callable[[], bool]:
+    """SIGINT/SIGTERM ask for a clean stop at the next check; a second one exits at once."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None)):
+        if signum is not None:
+            signal.signal(signum, handler)
+    return stop.is_set
+
+
+def command_generate(args: argparse.Namespace, events: protocol.EventWriter) -> int:
+    from . import pipeline
+
+    job_dir = prepare_job(args)
+    _setup_logging(job_dir / "engine.log")
+    device = resolve_device(args.device)
+    should_stop = _install_stop_signals()
+    events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job=str(job_dir.resolve()), device=device)
+    run = pipeline.make_run(job_dir, events, device=device, should_stop=should_stop)
+    outputs = pipeline.run_job(run)
+    events.emit("result", outputs=outputs, job=str(job_dir.resolve()))
+    return protocol.EXIT_OK
+
+
+def command_status(args: argparse.Namespace, events: protocol.EventWriter) -> int:
+    from .job import JobFolder
+
+    job = JobFolder(args.job)
+    if not job.job_file.is_file():
+        raise BadInputError(f"{args.job} is not a job folder (no job.json)")
+    events.emit("result", outputs={stage: bool(record) for stage, record in job.status().items()}, job=str(job.root))
+    return protocol.EXIT_OK
+
+
+def command_version(args: argparse.Namespace, events: protocol.EventWriter) -> int:
+    events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job="")
+    return protocol.EXIT_OK
+
+
+COMMANDS = {"generate": command_generate, "status": command_status, "version": command_version}
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ in ("OutOfMemoryError", "MemoryError") or "out of memory" in str(exc).lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Events own the real stdout; anything else printing (libraries, progress bars) goes to stderr.
+    events = protocol.EventWriter(sys.stdout)
+    sys.stdout = sys.stderr
+    _setup_logging(None)
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        command = COMMANDS.get(args.command) or __import__(
+            f"engine.{EXTRA_COMMANDS[args.command]}", fromlist=["main"]
+        ).main
+        return command(args, events)
+    except Cancelled as exc:
+        events.emit("cancelled", stage=str(exc))
+        log.info("cancelled")
+        return protocol.EXIT_CANCELLED
+    except KeyboardInterrupt:
+        events.emit("cancelled", stage="")
+        return protocol.EXIT_CANCELLED
+    except MissingModelError as exc:
+        return _fail(events, exc, protocol.EXIT_MISSING_MODEL)
+    except (Gen3DError, protocol.ProtocolError, CameraError, ProfileError) as exc:
+        return _fail(events, exc, protocol.EXIT_BAD_INPUT)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: report, log, exit non-zero
+        if _is_out_of_memory(exc):
+            hint = "lower --resolution, --iterations or --steps, or use --device cpu"
+            return _fail(events, exc, protocol.EXIT_OUT_OF_MEMORY, hint=hint, message=f"out of memory: {exc}")
+        log_file = Path(args.out) / "engine.log" if args is not None and getattr(args, "out", None) else None
+        where = f"; details in {log_file}" if log_file else ""
+        return _fail(events, exc, protocol.EXIT_FAILED, message=f"{type(exc).__name__}: {exc}{where}")
+
+
+def _log_traceback(exc: BaseException) -> None:
+    """The traceback goes to the job's log file only, never to the terminal."""
+    text = "".join(traceback.format_exception(exc))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.stream.write(text)
+            handler.flush()
+
+
+def _fail(events: protocol.EventWriter, exc: BaseException, code: int, *, hint: str = "", message: str = "") -> int:
+    message = message or str(exc)
+    log.error(message.splitlines()[0] if message else type(exc).__name__)
+    _log_traceback(exc)
+    fields: dict[str, Any] = {"message": message, "code": protocol.EXIT_CODES[code]}
+    if hint:
+        fields["hint"] = hint
+    events.emit("error", **fields)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Runs a generate job over its job folder, stage by stage, with events, cancel and resume.
+
+Each stage reads the previous stages' files and writes its own (atomically) into
+``JOB/<stage>/``; ``engine.job`` decides from the settings key whether a stage is already done.
+Nothing here knows Blender: a client speaks to it only through job.json and events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import cameras, images, protocol
+from .errors import BadInputError, Cancelled
+from .job import JobFolder, read_npz, settings_key, write_json, write_npz
+from .profiles import BackendContext, Profile, get_profile
+from .settings import STAGE_FIELDS, Settings, default_cache_dir
+
+log = logging.getLogger("engine")
+
+
+@dataclass
+class Run:
+    """Everything a stage needs: the job, its settings, the backends' context, the client."""
+
+    job: JobFolder
+    request: dict[str, Any]  # the validated job.json
+    settings: Settings
+    profile: Profile
+    device: str
+    events: protocol.EventWriter
+    should_stop: Callable[[], bool] = lambda: False
+    stage: str = ""
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.should_stop():
+            raise Cancelled(f"cancelled during {self.stage}")
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.check()
+        self.events.emit("progress", stage=self.stage, fraction=round(float(fraction), 4), message=message)
+
+    def preview(self, relative_path: str) -> None:
+        self.events.emit("preview", stage=self.stage, path=relative_path)
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.events.emit("warning", message=message, stage=self.stage)
+
+    def backend_context(self) -> BackendContext:
+        return BackendContext(
+            profile=self.profile,
+            device=self.device,
+            cache_dir=str(default_cache_dir()),
+            model_overrides=dict(self.request.get("models") or {}),
+            warn=self.warn,
+            note=lambda text: self.events.emit("progress", stage=self.stage, fraction=0.0, message=text),
+        )
+
+    def backend(self, slot: str):
+        """The profile's backend for ``slot``, created once per run."""
+        if slot not in self.cache:
+            from importlib import import_module
+
+            from .profiles import SLOTS
+
+            name = self.profile.backends.get(slot)
+            if name is None:
+                raise BadInputError(f"profile {self.profile.name!r} has no {slot.replace('_', ' ')} backend")
+            module = import_module(f"engine.{SLOTS[slot]}")
+            options = {"depth": self.cache["input_depth"]} if name == "given" else {}
+            self.cache[slot] = module.create(name, self.backend_context(), **options)
+        return self.cache[slot]
+
+    def stage_key(self, stage: str, previous: str) -> str:
+        from .profiles import SLOTS
+
+        slots = {slot: self.profile.backends.get(slot) for slot in SLOTS}
+        relevant = {
+            "settings": self.settings.subset(STAGE_FIELDS[stage]),
+            "backends": slots if stage in ("depth", "segment", "inpaint", "expand") else {},
+            "models": self.request.get("models") or {},
+            "request": {k: self.request.get(k) for k in ("prompt", "negative_prompt", "camera", "trajectory")}
+            if stage in ("inputs", "inpaint", "expand")
+            else {},
+            "device": self.device if stage in ("splat",) else "",
+        }
+        return settings_key(relevant, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------
+
+
+def stage_inputs(run: Run, out: Path) -> list[str]:
+    """The working-resolution image (+ depth) and the input camera in the engine world."""
+    request, settings = run.request, run.settings
+    if request.get("image"):
+        image = images.load_image(run.job.path(request["image"]), settings.resolution)
+    else:
+        width, height = images.working_size(4, 3, settings.resolution)
+        run.progress(0.0, "text to image")
+        generator = run.backend("text_to_image")
+        image = generator.generate(
+            request.get("prompt", ""),
+            width=width,
+            height=height,
+            seed=settings.seed,
+            negative_prompt=request.get("negative_prompt", ""),
+            progress=lambda f: run.progress(f, "text to image"),
+            should_stop=run.should_stop,
+        )
+    height, width = image.shape[:2]
+    outputs = ["image.png", "camera.json"]
+    images.save_png(out / "image.png", image)
+    if request.get("depth"):
+        depth = images.load_depth(run.job.path(request["depth"]), (width, height))
+        write_npz(out / "depth.npz", depth=depth)
+        outputs.append("depth.npz")
+    if request.get("camera"):
+        client_camera = cameras.Camera.from_dict(request["camera"])
+        if abs(client_camera.width / client_camera.height - width / height) > 0.02 * width / height:
+            raise BadInputError(
+                f"the camera's aspect ({client_camera.width}x{client_camera.height}) differs from the "
+                f"image's ({width}x{height}); set the render resolution to the image's aspect"
+            )
+        K = client_camera.resized(width, height).K
+    else:
+        K = cameras.intrinsics_from_fov(width, height, settings.fov)
+    # "given": whether K came from the client (it then overrides a model's estimate).
+    camera = cameras.Camera(K, np.eye(4), width, height, "input", {"given": bool(request.get("camera"))})
+    write_json(out / "camera.json", camera.to_dict())
+    run.preview("inputs/image.png")
+    return outputs
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _input_camera(run: Run) -> cameras.Camera:
+    return cameras.Camera.from_dict(json.loads((run.job.stage_dir("inputs") / "camera.json").read_text()))
+
+
+def stage_depth(run: Run, out: Path) -> list[str]:
+    image = _read_image(run.job.stage_dir("inputs") / "image.png")
+    depth_file = run.job.stage_dir("inputs") / "depth.npz"
+    if depth_file.exists():
+        run.cache["input_depth"] = read_npz(depth_file)["depth"]
+    camera = _input_camera(run)
+    estimate = run.backend("geometry").estimate(image, camera if camera.extra.get("given") else None)
+    K = camera.K if camera.extra.get("given") else estimate.K
+    depth = np.where(estimate.valid, estimate.depth, 0.0).astype(np.float32)
+    if not np.any(depth > 0):
+        raise BadInputError("the geometry stage found no valid depth in the input image")
+    write_npz(out / "depth.npz", depth=depth, K=np.asarray(K, dtype=np.float64))
+    return ["depth.npz"]
+
+
+def _depth_camera(run: Run) -> tuple[np.ndarray, np.ndarray, cameras.Camera]:
+    image = _read_image(run.job.stage_dir("inputs") / "image.png")
+    data = read_npz(run.job.stage_dir("depth") / "depth.npz")
+    camera = _input_camera(run)
+    camera = cameras.Camera(data["K"], camera.world_to_camera, camera.width, camera.height, camera.name)
+    return image, data["depth"], camera
+
+
+def stage_segment(run: Run, out: Path) -> list[str]:
+    image, depth, _ = _depth_camera(run)
+    layers = run.backend("layers").layers(image, depth)
+    write_npz(out / "layers.npz", foreground=layers.foreground, hidden=layers.hidden)
+    images.save_png(out / "foreground.png", layers.foreground)
+    run.preview("segment/foreground.png")
+    return ["layers.npz", "foreground.png"]
+
+
+def stage_inpaint(run: Run, out: Path) -> list[str]:
+    """Fill the background hidden behind the foreground, then lift both layers to points."""
+    from . import inpaint
+    from .pointcloud import PointCloud, unproject
+
+    image, depth, camera = _depth_camera(run)
+    hidden = read_npz(run.job.stage_dir("segment") / "layers.npz")["hidden"]
+    prompt = run.request.get("prompt") or ""
+    if not prompt and hidden.any():
+        prompt = run.backend("caption").prompt(image)
+        log.info("background prompt: %s", prompt)
+    visible = unproject(camera, image, depth, depth > 0, edge_threshold=run.settings.edge_threshold)
+    layers = [visible]
+    if hidden.any():
+        background = run.backend("background_inpaint").inpaint(
+            image,
+            hidden,
+            depth=depth,
+            prompt=prompt,
+            negative_prompt=run.request.get("negative_prompt") or "",
+            seed=run.settings.seed,
+            progress=lambda f: run.progress(0.9 * f, "background"),
+            should_stop=run.should_stop,
+        )
+        background_depth = inpaint.complete_depth(depth, hidden)
+        images.save_png(out / "background.png", np.where(hidden[..., None], background, image))
+        run.preview("inpaint/background.png")
+        layers.append(unproject(camera, background, background_depth, hidden, edge_threshold=run.settings.edge_threshold))
+    points = PointCloud.concat(layers)
+    write_npz(out / "points.npz", xyz=points.xyz, rgb=points.rgb, radius=points.radius)
+    write_json(out / "prompt.json", {"prompt": prompt, "visible_points": len(visible), "points": len(points)})
+    return ["points.npz", "prompt.json"]
+
+
+def _load_points(path: Path):
+    from .pointcloud import PointCloud
+
+    data = read_npz(path)
+    return PointCloud(data["xyz"], data["rgb"], data["radius"])
+
+
+def expansion_cameras(run: Run, input_camera: cameras.Camera, depth: np.ndarray) -> list[cameras.Camera]:
+    """The N cameras to expand into, in the engine world, at the working resolution."""
+    from . import trajectory
+
+    settings = run.settings
+    if run.request.get("trajectory"):
+        path = trajectory.cameras_from_dict(run.request["trajectory"])
+        reference = cameras.Camera.from_dict(run.request["camera"]) if run.request.get("camera") else path[0]
+        path = cameras.relative_to(path, reference)
+        for camera in path:
+            if abs(camera.width / camera.height - input_camera.width / input_camera.height) > 0.02:
+                raise BadInputError("trajectory cameras must have the input image's aspect ratio")
+        path = [camera.resized(input_camera.width, input_camera.height) for camera in path]
+    else:
+        valid = depth[depth > 0]
+        path = trajectory.preset(
+            settings.preset,
+            input_camera,
+            settings.steps + 1,
+            scene_depth=float(np.median(valid)),
+            angle=settings.preset_angle,
+        )
+    # The input view is already generated: a path that starts there does not repeat it.
+    if path and np.allclose(path[0].world_to_camera, input_camera.world_to_camera, atol=1e-6):
+        path = path[1:]
+    return path
+
+
+def stage_expand(run: Run, out: Path) -> list[str]:
+    """World expansion: render -> inpaint holes -> depth -> align along rays -> lift -> merge."""
+    from .align import align_depth
+    from .pointcloud import merge, render_points, unproject
+
+    image, depth, camera = _depth_camera(run)
+    points = _load_points(run.job.stage_dir("inpaint") / "points.npz")
+    path = expansion_cameras(run, camera, depth)
+    # Training views: the input view plus each completed expansion view (full frame valid).
+    view_images, view_masks, view_cameras = [image], [depth > 0], [camera.to_dict()]
+    stats = []
+    prompt = run.request.get("prompt") or ""
+    for index, view in enumerate(path):
+        run.progress(index / max(1, len(path)), f"view {index + 1}/{len(path)}")
+        rendered = render_points(points, view, device=run.device)
+        hole = rendered.hole_mask
+        completed = rendered.image
+        record: dict[str, Any] = {"view": index + 1, "hole_fraction": float(hole.mean())}
+        if hole.any():
+            completed = run.backend("expansion_inpaint").inpaint(
+                rendered.image,
+                hole,
+                depth=rendered.depth,
+                prompt=prompt,
+                negative_prompt=run.request.get("negative_prompt") or "",
+                seed=run.settings.seed + index + 1,
+                should_stop=run.should_stop,
+            )
+            estimate = run.backend("expansion_geometry").estimate(
+                completed, view, rendered_depth=rendered.depth, hole_mask=hole
+            )
+            new_depth = np.where(estimate.valid, estimate.depth, 0.0).astype(np.float32)
+            aligned, align_stats = align_depth(new_depth, rendered.depth, hole, view, device=run.device)
+            record.update(align_stats.to_dict())
+            fresh = unproject(view, completed, aligned, hole & (aligned > 0), edge_threshold=run.settings.edge_threshold)
+            points = merge(points, fresh, view, device=run.device)
+        record["points"] = len(points)
+        stats.append(record)
+        name = f"view_{index + 1:02d}.png"
+        images.save_png(out / name, completed)
+        run.preview(f"expand/{name}")
+        view_images.append(completed)
+        view_masks.append(np.ones(hole.shape, dtype=bool))
+        view_cameras.append(view.to_dict())
+    write_npz(out / "points.npz", xyz=points.xyz, rgb=points.rgb, radius=points.radius)
+    write_npz(out / "views.npz", images=np.stack(view_images).astype(np.float16), masks=np.stack(view_masks))
+    write_json(out / "views.json", {"cameras": view_cameras, "steps": stats})
+    return ["points.npz", "views.npz", "views.json"]
+
+
+def stage_splat(run: Run, out: Path) -> list[str]:
+    from .export import write_gaussians_ply
+    from .splat import SplatConfig, TrainView, make_reprojection_views, train_gaussians
+
+    points = _load_points(run.job.stage_dir("expand") / "points.npz")
+    data = read_npz(run.job.stage_dir("expand") / "views.npz")
+    view_cameras = [
+        cameras.Camera.from_dict(c)
+        for c in json.loads((run.job.stage_dir("expand") / "views.json").read_text())["cameras"]
+    ]
+    views = [
+        TrainView(camera, image.astype(np.float32), mask)
+        for camera, image, mask in zip(view_cameras, data["images"], data["masks"])
+    ]
+    settings = run.settings
+    if settings.reprojections:
+        views += make_reprojection_views(
+            points, view_cameras, per_camera=settings.reprojections, jitter_deg=settings.jitter_deg, seed=settings.seed
+        )
+    config = SplatConfig(iterations=settings.iterations, sh_degree=settings.sh_degree, seed=settings.seed)
+    gaussians = train_gaussians(
+        views,
+        points,
+        config,
+        device=run.device,
+        progress=lambda f: run.progress(f, "3D Gaussians"),
+        should_stop=run.should_stop,
+    )
+    write_gaussians_ply(out / "gaussians.ply", gaussians)
+    return ["gaussians.ply"]
+
+
+def stage_export(run: Run, out: Path) -> list[str]:
+    """The final results, at the job folder's top level where clients look for them."""
+    from .export import write_points_ply
+    from .job import atomic_path
+
+    write_points_ply(run.job.root / "points.ply", _load_points(run.job.stage_dir("expand") / "points.npz"))
+    with atomic_path(run.job.root / "gaussians.ply") as tmp:
+        shutil.copyfile(run.job.stage_dir("splat") / "gaussians.ply", tmp)
+    return ["../points.ply", "../gaussians.ply"]
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Run, Path], list[str]]] = {
+    "inputs": stage_inputs,
+    "depth": stage_depth,
+    "segment": stage_segment,
+    "inpaint": stage_inpaint,
+    "expand": stage_expand,
+    "splat": stage_splat,
+    "export": stage_export,
+}
+
+
+def run_job(run: Run) -> dict[str, str]:
+    """Run (or resume) every stage; returns the result files relative to the job folder."""
+    previous = ""
+    total = len(protocol.STAGES)
+    for index, stage in enumerate(protocol.STAGES):
+        run.stage = stage
+        run.check()
+        key = run.stage_key(stage, previous)
+        previous = key
+        run.events.emit("stage_start", stage=stage, index=index, total=total)
+        if run.job.is_done(stage, key):
+            run.events.emit("stage_done", stage=stage, seconds=0.0, cached=True)
+            continue
+        started = time.perf_counter()
+        out = run.job.begin(stage)
+        outputs = STAGE_FUNCTIONS[stage](run, out)
+        seconds = round(time.perf_counter() - started, 3)
+        peak = _peak_memory_mb(run.device)
+        run.job.finish(stage, key, outputs, seconds=seconds, peak_vram_mb=peak)
+        run.events.emit("stage_done", stage=stage, seconds=seconds, cached=False, peak_vram_mb=peak)
+        log.info("stage %s done in %.2f s", stage, seconds)
+    return {"points": "points.ply", "gaussians": "gaussians.ply", "job": "job.json"}
+
+
+def _peak_memory_mb(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    torch.cuda.reset_peak_memory_stats()
+    return round(peak, 1)
+
+
+def make_run(job_dir: Path, events: protocol.EventWriter, *, device: str, should_stop=lambda: False) -> Run:
+    job = JobFolder(job_dir)
+    request = job.read()
+    profile = get_profile(request["profile"])
+    overrides = {**profile.settings, **(request.get("settings") or {})}
+    settings = Settings.from_dict(overrides)
+    return Run(job, request, settings, profile, device, events, should_stop)
