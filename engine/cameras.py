@@ -190,8 +190,9 @@ def from_blender(
     ``resolution_*`` are the final render size in pixels (resolution times percentage).
     """
     if camera_type != "PERSP":
+        kind = {"ORTHO": "orthographic", "PANO": "panoramic"}.get(camera_type, camera_type.lower())
         raise CameraError(
-            f"camera {name!r} is {camera_type.lower()}; Gen3D needs a perspective camera "
+            f"camera {name!r} is {kind}; Gen3D needs a perspective camera "
             "(Camera properties > Lens > Type: Perspective)"
         )
     if lens <= 0 or sensor_width <= 0 or sensor_height <= 0:
