@@ -1,0 +1,148 @@
+"""Generate from real Blender through the real engine subprocess: result, cancel, crash, garbage."""
+
+import importlib
+import json
+import os
+import signal
+import stat
+import sys
+import time
+
+import pytest
+
+from conftest import ADDON_MODULE, EXAMPLE
+
+# Small and quick: the point here is the bridge, not quality.
+FAST = dict(resolution=96, steps=1, splat_iterations=20)
+
+
+@pytest.fixture
+def example_scene(clean_scene, tmp_path, addon):
+    import bpy
+
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    prefs.jobs_folder = str(tmp_path / "jobs")
+    prefs.profile = "offline"
+    prefs.device = "cpu"
+    prefs.engine_python = sys.executable
+    settings = clean_scene.gen3d
+    settings.image_path = str(EXAMPLE / "image.png")
+    settings.depth_path = str(EXAMPLE / "depth.png")
+    settings.use_scene_camera = False
+    for name, value in FAST.items():
+        setattr(settings, name, value)
+    yield clean_scene
+    prefs.engine_python = sys.executable
+
+
+def _generate_module():
+    return importlib.import_module(f"{ADDON_MODULE}.operators.generate")
+
+
+def _started_run(context):
+    from_client = importlib.import_module(f"{ADDON_MODULE}.gen3d_addon.engine_client")
+    prefs_module = importlib.import_module(f"{ADDON_MODULE}.gen3d_addon.preferences")
+    arguments, job_dir = _generate_module().build_arguments(context)
+    run = from_client.EngineRun(sys.executable, arguments + ["--set", "reprojections=0"], cwd=prefs_module.EXTENSION_ROOT, job_dir=job_dir)
+    run.start()
+    return run
+
+
+def _pump_until(run, condition, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not condition() and not run.done:
+        assert time.monotonic() < deadline, f"timed out in stage {run.stage!r}"
+        run.pump()
+        time.sleep(0.05)
+
+
+def test_extension_registers_operators_and_panel(addon):
+    import bpy
+
+    for name in ("generate", "cancel", "setup_engine"):
+        assert hasattr(bpy.ops.gen3d, name)
+    assert hasattr(bpy.types, "GEN3D_PT_main")
+    assert hasattr(bpy.types.Scene, "gen3d")
+
+
+def test_generate_imports_the_result(example_scene):
+    import bpy
+
+    user_object = bpy.data.objects.new("My asset", None)
+    example_scene.collection.objects.link(user_object)
+    result = bpy.ops.gen3d.generate(timeout=300)
+    assert result == {"FINISHED"}, example_scene.gen3d.message
+    job_dir = example_scene.gen3d.job_dir
+    assert os.path.isfile(os.path.join(job_dir, "points.ply"))
+    assert os.path.isfile(os.path.join(job_dir, "gaussians.ply"))
+    ours = [c for c in bpy.data.collections if c.get("gen3d_job") == job_dir]
+    assert len(ours) == 1
+    meshes = [o for o in ours[0].all_objects if o.type in ("MESH", "POINTCLOUD")]
+    assert meshes and max(len(o.data.vertices) if o.type == "MESH" else len(o.data.points) for o in meshes) > 1000
+    assert "My asset" in bpy.data.objects and user_object.users_collection[0] == example_scene.collection
+    assert example_scene.gen3d.progress == pytest.approx(1.0)
+
+
+def test_cancel_keeps_finished_stages_and_the_rerun_resumes(example_scene):
+    import bpy
+
+    example_scene.gen3d.splat_iterations = 100000  # long enough to be cancelled inside "splat"
+    run = _started_run(bpy.context)
+    _pump_until(run, lambda: run.stage == "splat")
+    time.sleep(1.0)
+    run.cancel()
+    run.wait(timeout=60)
+    assert run.state == "cancelled", run.error
+    assert any(e["type"] == "cancelled" for e in run.events)
+    done = [s for s in ("inputs", "depth", "segment", "inpaint", "expand") if os.path.isfile(os.path.join(run.job_dir, s, "done.json"))]
+    assert len(done) == 5
+    assert not os.path.exists(os.path.join(run.job_dir, "splat", "done.json"))
+    # A re-run with a short schedule reuses the five finished stages.
+    example_scene.gen3d.splat_iterations = 10
+    again = _started_run(bpy.context)
+    again.wait(timeout=240)
+    assert again.state == "finished", again.error
+    cached = {e["stage"] for e in again.events if e["type"] == "stage_done" and e["cached"]}
+    assert set(done) <= cached
+
+
+def test_engine_killed_mid_run_is_reported_and_blender_keeps_working(example_scene):
+    import bpy
+
+    example_scene.gen3d.splat_iterations = 100000
+    run = _started_run(bpy.context)
+    _pump_until(run, lambda: run.stage == "splat")
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    assert run.state == "failed"
+    assert "stopped unexpectedly" in run.error and "signal 9" in run.error
+    assert os.path.isfile(os.path.join(run.job_dir, "expand", "done.json"))
+    assert bpy.ops.gen3d.generate.poll()  # Blender is free to start again
+
+
+def test_missing_engine_gives_a_clear_message(example_scene, tmp_path):
+    import bpy
+
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    prefs.engine_python = str(tmp_path / "no" / "python")
+    assert bpy.ops.gen3d.generate() == {"CANCELLED"}
+    assert not example_scene.gen3d.running
+
+
+def test_garbage_printing_engine_is_reported(example_scene, tmp_path):
+    import bpy
+
+    fake = tmp_path / "fake-python"
+    fake.write_text("#!/bin/sh\necho 'this is not JSON'\necho 'boom' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    prefs.engine_python = str(fake)
+    assert bpy.ops.gen3d.generate(timeout=30) == {"CANCELLED"}
+    assert "stopped unexpectedly" in example_scene.gen3d.message and "boom" in example_scene.gen3d.message
+
+
+def test_missing_input_image_is_refused_before_starting(example_scene):
+    import bpy
+
+    example_scene.gen3d.image_path = "/nowhere/photo.png"
+    assert bpy.ops.gen3d.generate() == {"CANCELLED"}

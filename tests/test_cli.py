@@ -1,0 +1,78 @@
+"""`python -m engine` as a real subprocess: the main RGB-D job, events, resume, errors."""
+
+import json
+
+import pytest
+
+from conftest import EXAMPLE, run_engine
+from engine import protocol
+
+FAST = ["--resolution", "96", "--steps", "1", "--iterations", "20", "--set", "reprojections=1"]
+
+
+def events_of(result):
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return [protocol.parse_event(line) for line in lines]  # every line must be an event
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory):
+    job = tmp_path_factory.mktemp("job") / "courtyard job ü"  # spaces and unicode in the path
+    args = [str(EXAMPLE / "image.png"), "--depth", str(EXAMPLE / "depth.png"), "--camera", str(EXAMPLE / "camera.json")]
+    result = run_engine("generate", *args, "--out", str(job), "--profile", "offline", "--device", "cpu", *FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return job, args, result
+
+
+def test_generate_writes_the_job_and_results(finished_job):
+    job, _, result = finished_job
+    events = events_of(result)
+    assert events[0]["type"] == "hello" and events[-1]["type"] == "result"
+    started = [e["stage"] for e in events if e["type"] == "stage_start"]
+    assert started == list(protocol.STAGES)
+    request = protocol.read_job((job / "job.json").read_text())
+    assert request["profile"] == "offline" and request["depth"].startswith("inputs/")
+    for name in ("points.ply", "gaussians.ply", "camera.json", "engine.log"):
+        assert (job / name).is_file(), name
+    assert (job / "points.ply").read_bytes().startswith(b"ply")
+    assert "Traceback" not in result.stderr
+
+
+def test_rerun_resumes_and_a_changed_setting_redoes_only_later_stages(finished_job):
+    job, args, _ = finished_job
+    same = run_engine("generate", *args, "--out", str(job), "--device", "cpu", *FAST)
+    assert same.returncode == 0
+    cached = {e["stage"]: e["cached"] for e in events_of(same) if e["type"] == "stage_done"}
+    assert all(cached.values()), cached
+    changed = run_engine("generate", *args, "--out", str(job), "--device", "cpu", *FAST[:-2], "--set", "reprojections=0")
+    assert changed.returncode == 0
+    cached = {e["stage"]: e["cached"] for e in events_of(changed) if e["type"] == "stage_done"}
+    assert cached == {"inputs": True, "depth": True, "segment": True, "inpaint": True, "expand": True, "splat": False, "export": False}
+
+
+@pytest.mark.parametrize(
+    "arguments, code, words",
+    [
+        (["missing.png", "--out", "{tmp}/j"], protocol.EXIT_BAD_INPUT, "not found"),
+        (["{example}/image.png", "--out", "{tmp}/j", "--profile", "offline"], protocol.EXIT_BAD_INPUT, "depth"),
+        (["{example}/image.png", "--depth", "{example}/image.png", "--out", "{tmp}/j"], protocol.EXIT_BAD_INPUT, "16-bit"),
+        (["{example}/image.png", "--out", "{tmp}/j", "--iterations", "-5"], protocol.EXIT_BAD_INPUT, "iterations"),
+        (["{example}/image.png", "--out", "{tmp}/j", "--profile", "nope"], protocol.EXIT_BAD_INPUT, "invalid choice"),
+        (["--out", "{tmp}/j"], protocol.EXIT_BAD_INPUT, "prompt"),
+    ],
+)
+def test_bad_input_exits_with_an_error_event_and_no_traceback(tmp_path, arguments, code, words):
+    arguments = [a.format(tmp=tmp_path, example=EXAMPLE) for a in arguments]
+    result = run_engine("generate", *arguments, "--device", "cpu")
+    assert result.returncode == code, result.stdout + result.stderr
+    events = events_of(result)
+    assert events[-1]["type"] == "error" and words in events[-1]["message"]
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_status(finished_job):
+    job, _, _ = finished_job
+    version = events_of(run_engine("version"))
+    assert version[0]["protocol"] == protocol.PROTOCOL_VERSION
+    status = events_of(run_engine("status", str(job)))[-1]
+    assert status["type"] == "result" and all(status["outputs"].values())
