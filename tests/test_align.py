@@ -1,0 +1,120 @@
+"""Ray-constrained depth alignment on analytic scenes (a box and a floor in front of a wall)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pointcloud import HEIGHT, WIDTH, camera_at, raycast, texture  # noqa: E402
+
+from engine.align import AlignSettings, align_depth  # noqa: E402
+from engine.cameras import look_at  # noqa: E402
+from engine.pointcloud import render_points, unproject  # noqa: E402
+
+WALL = ((-50.0, -50.0, 4.0), (50.0, 50.0, 4.5))
+BOX = ((-0.4, -0.3, 2.0), (0.4, 0.3, 2.6))
+FLOOR = ((-50.0, 0.6, 0.05), (50.0, 1.0, 50.0))  # y is down: the floor is below the camera
+SCENE = [WALL, BOX, FLOOR]
+
+
+def expansion_step(eye=(0.5, 0.0, 0.0), target=(0.0, 0.0, 3.0)):
+    """Points of the input view rendered into a camera moved sideways: (camera, render, true depth)."""
+    source = camera_at()
+    depth, hits = raycast(source, SCENE)
+    points = unproject(source, texture(hits), depth)
+    camera = camera_at(look_at(eye, target))
+    true_depth, _ = raycast(camera, SCENE)
+    return camera, render_points(points, camera), true_depth
+
+
+def test_alignment_removes_the_seam_of_a_wrongly_scaled_estimate():
+    camera, render, true_depth = expansion_step()
+    hole = render.hole_mask
+    rng = np.random.default_rng(0)
+    estimate = (true_depth * 1.3 * (1 + 0.01 * rng.standard_normal(true_depth.shape))).astype(np.float32)
+    aligned, stats = align_depth(estimate, render.depth, hole, camera)
+    print("\nanalytic scene:", stats)
+    assert hole.sum() > 300 and stats.seam_pixels > 50
+    assert stats.scale == pytest.approx(1 / 1.3, rel=0.01)
+    assert stats.seam_error_before_rel > 0.2
+    assert stats.seam_error_after < 0.1 * stats.seam_error_before
+    assert stats.seam_error_after_rel < 0.03
+    # The new pixels land on the true surfaces (noise of 1 % allowed).
+    error = np.abs(aligned[hole] / true_depth[hole] - 1)
+    assert np.median(error) < 0.015 and np.mean(error < 0.05) > 0.97
+    # Only depth changes: the pixels keep their rays, outside the hole only the global fit applies.
+    np.testing.assert_allclose(aligned[~hole], stats.scale * estimate[~hole], rtol=1e-5)
+
+
+def test_occlusion_boundaries_are_left_free():
+    camera, render, true_depth = expansion_step()
+    hole = render.hole_mask
+    estimate = true_depth * 1.3
+    aligned, stats = align_depth(estimate, render.depth, hole, camera)
+    assert stats.occlusion_pixels > 10  # the revealed wall borders the box
+    # The global fit is exact here; what is left is the rendered depth's own error where the
+    # floor meets the wall at a grazing angle (a few %).
+    error = np.abs(aligned[hole] / true_depth[hole] - 1)
+    assert np.percentile(error, 99) < 0.03 and error.max() < 0.06
+    # Snapping every boundary pixel (LucidDreamer) glues the revealed wall to the box.
+    glued, glued_stats = align_depth(estimate, render.depth, hole, camera, settings=AlignSettings(seam_tolerance=1e9))
+    glued_error = np.abs(glued[hole] / true_depth[hole] - 1)
+    assert glued_stats.occlusion_pixels == 0
+    assert glued_error.max() > 0.2 and np.mean(glued_error > 0.06) > 0.05
+
+
+def test_robust_scale_and_shift_recovery_with_outliers():
+    camera, render, true_depth = expansion_step()
+    estimate = (true_depth - 0.5) / 0.8  # true = 0.8 * estimate + 0.5
+    rng = np.random.default_rng(1)
+    outliers = rng.random(estimate.shape) < 0.05
+    estimate = np.where(outliers, rng.uniform(0.5, 10.0, estimate.shape), estimate).astype(np.float32)
+    _, stats = align_depth(estimate, render.depth, render.hole_mask, camera, settings=AlignSettings(fit="scale_shift"))
+    assert stats.scale == pytest.approx(0.8, rel=1e-3)
+    assert stats.shift == pytest.approx(0.5, abs=5e-3)
+    assert 0.9 < stats.fit_inlier_fraction < 0.97
+    _, none = align_depth(estimate, render.depth, render.hole_mask, camera, settings=AlignSettings(fit="none"))
+    assert (none.scale, none.shift) == (1.0, 0.0)
+
+
+def test_correction_decays_to_zero_far_from_the_seam():
+    camera = camera_at()
+    rendered = np.full((HEIGHT, WIDTH), 3.0, np.float32)
+    hole = np.zeros((HEIGHT, WIDTH), bool)
+    hole[:, 40:] = True  # a wide strip of new content on the right
+    rendered[hole] = 0.0
+    estimate = np.where(hole, 3.3, 3.0).astype(np.float32)  # the new content is 10 % too far
+    aligned, stats = align_depth(estimate, rendered, hole, camera, settings=AlignSettings(falloff=0.05))
+    correction = aligned / estimate - 1  # stats.scale is 1 here
+    assert stats.scale == pytest.approx(1.0) and stats.seam_pixels == HEIGHT
+    np.testing.assert_allclose(aligned[:, 40], 3.0 * 1.0, rtol=1e-5)  # on the seam: on the surface
+    assert np.all(np.diff(correction[:, 40:], axis=1) >= -1e-6)  # monotone back towards zero
+    assert np.abs(correction[:, -1]).max() < 0.01 * np.abs(correction[:, 40]).min()
+    assert np.abs(correction[:, :40]).max() == 0.0  # outside the hole nothing moves
+
+
+def test_no_overlap_and_bad_inputs():
+    camera = camera_at()
+    hole = np.ones((HEIGHT, WIDTH), bool)
+    estimate = np.full((HEIGHT, WIDTH), 2.0, np.float32)
+    aligned, stats = align_depth(estimate, np.zeros_like(estimate), hole, camera)
+    assert stats.fit_pixels == 0 and stats.seam_pixels == 0 and np.array_equal(aligned, estimate)
+    with pytest.raises(ValueError):
+        align_depth(estimate[:-1], estimate, hole, camera)
+    with pytest.raises(ValueError):
+        align_depth(estimate, estimate, hole, camera, settings=AlignSettings(fit="affine"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    camera, render, true_depth = expansion_step()
+    estimate = (true_depth * 1.3).astype(np.float32)
+    cpu, cpu_stats = align_depth(estimate, render.depth, render.hole_mask, camera)
+    gpu, gpu_stats = align_depth(estimate, render.depth, render.hole_mask, camera, device="cuda")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-4)
+    assert gpu_stats.seam_pixels == cpu_stats.seam_pixels
