@@ -6,10 +6,11 @@ Each ``build_*`` writes into an empty folder what the matching Hugging Face repo
 them through exactly the ``from_pretrained`` calls they use for the real weights.  The weights
 are random (seeded): the images they make are noise-like and mean nothing.
 
-Sizes are chosen so a 64x64 image runs in well under a second per step on one CPU core:
-two UNet levels of 8 and 16 channels, one layer each, cross-attention width 16.  The VAE has
-two levels, so latents are half the image size (``vae_scale_factor`` 2, read from its config
-by the pipelines), and the ControlNet's conditioning embedding downsamples by the same 2.
+Sizes are chosen so a 64x64 image takes a fraction of a second per step on one CPU core:
+two UNet levels of 8 and 16 channels, one layer each, cross-attention width 16.  As in the
+real models, the VAE has four levels (latents 1/8 of the image side: ``vae_scale_factor`` 8,
+read from its config by the pipelines) and the ControlNet's conditioning embedding has four
+levels, downsampling the control image by the same 8.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 TEXT_DIM = 16  # text-encoder width = UNet/ControlNet cross-attention width
 MAX_TOKENS = 77  # the real CLIP context length, so prompts truncate the same way
 _BLOCKS = (8, 16)
+_VAE_BLOCKS = (8, 8, 16, 16)  # four levels: the real VAE's downsampling by 8
 _GROUPS = 4  # GroupNorm groups must divide every channel count above
 _DOWN = ("CrossAttnDownBlock2D", "DownBlock2D")
 _UP = ("UpBlock2D", "CrossAttnUpBlock2D")
@@ -74,7 +76,7 @@ def _unet(in_channels: int):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=32,
+        sample_size=8,
         in_channels=in_channels,
         out_channels=4,
         block_out_channels=_BLOCKS,
@@ -93,9 +95,9 @@ def _vae():
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * len(_BLOCKS),
-        up_block_types=("UpDecoderBlock2D",) * len(_BLOCKS),
-        block_out_channels=_BLOCKS,
+        down_block_types=("DownEncoderBlock2D",) * len(_VAE_BLOCKS),
+        up_block_types=("UpDecoderBlock2D",) * len(_VAE_BLOCKS),
+        block_out_channels=_VAE_BLOCKS,
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=_GROUPS,
@@ -160,7 +162,7 @@ def build_controlnet_depth(path: Path) -> None:
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=2,
         norm_num_groups=_GROUPS,
-        conditioning_embedding_out_channels=_BLOCKS,  # 2 levels: downsamples by the VAE's factor 2
+        conditioning_embedding_out_channels=_VAE_BLOCKS,  # 4 levels: downsamples by the VAE's 8
     ).save_pretrained(str(path))
 
 

@@ -1,0 +1,515 @@
+"""Inpainting backends (colour) and background depth completion.
+
+``create(name, ctx, **options) -> Inpainter``; every backend has::
+
+    inpaint(image, mask, *, depth=None, prompt="", negative_prompt="", seed=0,
+            progress=None, should_stop=None) -> image
+
+``image`` float32 [H, W, 3] in 0..1, ``mask`` bool [H, W] (True = fill).  The result keeps
+every known pixel bit-exact and changes only the mask.  ``progress(step, total)`` is called
+after each step; ``should_stop()`` is polled at the same points and, when it returns True,
+the call raises ``engine.errors.Cancelled``.
+
+Backends:
+
+* ``opencv``              cv2.inpaint (Telea or Navier-Stokes), plus a coarse-to-fine fill so
+                          large holes get a smooth fill instead of long smeared streaks.
+* ``sd-inpaint``          diffusers ``StableDiffusionInpaintPipeline`` (expansion holes).
+* ``sd-controlnet-depth`` diffusers ``StableDiffusionControlNetInpaintPipeline`` with a depth
+                          ControlNet fed the normalised depth D~ = (D - Dmin) / (Dmax - Dmin)
+                          (the paper's depth-conditioned background inpainting).
+
+``complete_depth(depth, mask)`` fills the background layer's depth inside a hole.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .errors import BadInputError, Cancelled
+
+Progress = Callable[[int, int], None] | None
+ShouldStop = Callable[[], bool] | None
+
+# What a Stable Diffusion repository needs fetched from the Hub: configs, tokenizer files and
+# the safetensors weights of the components we load (not the .ckpt/.bin duplicates, not the
+# safety checker, which we do not load).
+SD_FILES = (
+    "*.json",
+    "*.txt",
+    "unet/diffusion_pytorch_model*.safetensors",
+    "vae/diffusion_pytorch_model*.safetensors",
+    "text_encoder/model*.safetensors",
+)
+CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model*.safetensors")
+
+
+class Inpainter(Protocol):
+    name: str
+
+    def inpaint(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        *,
+        depth: np.ndarray | None = None,
+        prompt: str = "",
+        negative_prompt: str = "",
+        seed: int = 0,
+        progress: Progress = None,
+        should_stop: ShouldStop = None,
+    ) -> np.ndarray: ...
+
+
+def _check(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise BadInputError(f"inpaint: image must be [H, W, 3], got {image.shape}")
+    if mask.shape != image.shape[:2]:
+        raise BadInputError(f"inpaint: mask {mask.shape} does not match image {image.shape[:2]}")
+    return image, mask
+
+
+def _keep_known(image: np.ndarray, mask: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    return np.where(mask[..., None], np.clip(filled, 0.0, 1.0), image).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Classical: OpenCV
+
+
+def _cv_fill(values: np.ndarray, hole: np.ndarray, radius: float, flags: int) -> np.ndarray:
+    """cv2.inpaint of a float32 [H, W, C] array (OpenCV takes float only one channel at a time)."""
+    import cv2
+
+    mask8 = hole.astype(np.uint8)
+    channels = []
+    for c in range(values.shape[2]):
+        known = values[..., c][~hole]
+        lo, span = float(known.min()), max(float(np.ptp(known)), 1e-6)
+        # OpenCV's float Telea is tuned for 0..255 values (on 0..1 it overshoots wildly).
+        scaled = np.ascontiguousarray((values[..., c] - lo) * (255.0 / span), dtype=np.float32)
+        channels.append(cv2.inpaint(scaled, mask8, radius, flags) * (span / 255.0) + lo)
+    return np.stack(channels, axis=-1)
+
+
+def _downsample_known(values: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half-size average of the known pixels only; a coarse pixel is known if any fine one was."""
+    import cv2
+
+    h, w = known.shape
+    size = ((w + 1) // 2, (h + 1) // 2)
+    weight = known.astype(np.float32)
+    num = cv2.resize(values * weight[..., None], size, interpolation=cv2.INTER_AREA)
+    den = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    if num.ndim == 2:
+        num = num[..., None]
+    coarse_known = den > 0
+    coarse = np.where(coarse_known[..., None], num / np.maximum(den, 1e-12)[..., None], 0.0).astype(np.float32)
+    return coarse, coarse_known
+
+
+def harmonic_fill(values: np.ndarray, unknown: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Solve Laplace's equation for ``values`` [H, W, C] on the ``unknown`` pixels.
+
+    Known neighbours in ``fixed`` are boundary values; every other neighbour (and the image
+    border) is a zero-normal-derivative boundary.  Harmonic interpolation reproduces affine
+    functions exactly and is the smoothest fill (no streaks).  A hole that touches no fixed
+    pixel is held (weakly) at the mean of all fixed values, as it has nothing better to follow.
+    """
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    h, w = unknown.shape
+    out = values.astype(np.float64, copy=True)
+    n = int(unknown.sum())
+    if n == 0:
+        return out
+    index = -np.ones(unknown.shape, np.int64)
+    index[unknown] = np.arange(n)
+    ys, xs = np.nonzero(unknown)
+    me = index[ys, xs]
+    diag = np.zeros(n)
+    rhs = np.zeros((n, values.shape[2]))
+    rows, cols = [], []
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        ny, nx, src = ny[inside], nx[inside], me[inside]
+        other = index[ny, nx]
+        linked = other >= 0
+        rows.append(src[linked])
+        cols.append(other[linked])
+        boundary = fixed[ny, nx] & ~linked
+        np.add.at(diag, src[linked | boundary], 1.0)
+        np.add.at(rhs, src[boundary], out[ny[boundary], nx[boundary]])
+    anchor = 1e-6
+    reference = out[fixed & ~unknown].mean(axis=0) if (fixed & ~unknown).any() else np.zeros(values.shape[2])
+    diag += anchor
+    rhs += anchor * reference
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    system = sp.csc_matrix(
+        (np.concatenate([diag, -np.ones(rows.size)]), (np.concatenate([np.arange(n), rows]), np.concatenate([np.arange(n), cols]))),
+        shape=(n, n),
+    )
+    solve = spla.splu(system).solve
+    out[ys, xs] = np.stack([solve(rhs[:, c]) for c in range(values.shape[2])], axis=-1)
+    return out
+
+
+def fill_holes(
+    values: np.ndarray,
+    hole: np.ndarray,
+    *,
+    radius: float = 3.0,
+    method: str = "telea",
+    band: float = 8.0,
+    max_unknowns: int = 100_000,
+) -> np.ndarray:
+    """Fill ``hole`` of a float32 [H, W, C] array from its surroundings.
+
+    cv2.inpaint propagates boundary values inwards along the distance map, which turns a large
+    hole into long streaks and smears.  So it is kept for a ``band`` of pixels along the hole's
+    edge (where it continues local structure), and deeper inside it is blended into the
+    harmonic (membrane) fill, which is smooth and exact for gradients.  Holes with more than
+    ``max_unknowns`` pixels get their membrane from a half-size copy (recursively, a pyramid),
+    so the sparse solve stays small.
+    """
+    import cv2
+
+    flags = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS, "navier-stokes": cv2.INPAINT_NS}.get(method)
+    if flags is None:
+        raise ValueError(f"unknown OpenCV inpainting method {method!r}: use 'telea' or 'ns'")
+    if not hole.any():
+        return values.copy()
+    if hole.all():
+        raise BadInputError("inpaint: the mask covers the whole image; there is nothing to fill from")
+    fine = _cv_fill(values, hole, radius, flags)
+    depth_in_hole = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)
+    if depth_in_hole.max() <= band:
+        return fine
+    if hole.sum() > max_unknowns:
+        coarse, coarse_known = _downsample_known(values, ~hole)
+        coarse = fill_holes(coarse, ~coarse_known, radius=radius, method=method, band=band, max_unknowns=max_unknowns)
+        h, w = hole.shape
+        smooth = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(values.shape)
+    else:
+        smooth = harmonic_fill(values, hole, ~hole)
+    alpha = np.clip(depth_in_hole / band - 1.0, 0.0, 1.0)[..., None]  # cv2 up to `band` px in, membrane from 2*band
+    return ((1.0 - alpha) * fine + alpha * smooth).astype(np.float32)
+
+
+class OpenCVInpainter:
+    """Classical inpainting, no weights.  ``method``: "telea" or "ns" (Navier-Stokes)."""
+
+    name = "opencv"
+
+    def __init__(self, ctx=None, *, method: str = "telea", radius: float = 3.0, band: float = 8.0):
+        self.method, self.radius, self.band = method, float(radius), float(band)
+        fill_holes(np.zeros((4, 4, 1), np.float32), np.eye(4, dtype=bool), method=method)  # reject a bad method now
+
+    def inpaint(self, image, mask, *, depth=None, prompt="", negative_prompt="", seed=0, progress=None, should_stop=None):
+        image, mask = _check(image, mask)
+        if should_stop and should_stop():
+            raise Cancelled("inpainting cancelled")
+        filled = fill_holes(image, mask, radius=self.radius, method=self.method, band=self.band)
+        if progress:
+            progress(1, 1)
+        return _keep_known(image, mask, filled)
+
+
+# --------------------------------------------------------------------------------------------
+# Background depth completion
+
+
+def _far_side(ring_depth: np.ndarray, min_gap: float, min_separation: float) -> np.ndarray:
+    """Which boundary pixels of one hole lie on its far side (True) rather than on an occluder.
+
+    Otsu's split of the log depths; accepted only when the two groups are far apart (more than
+    ``min_gap`` relative depth) and the split explains most of the spread (a bimodal ring: an
+    occluder in front of a surface).  A ring on one continuous surface - a slanted floor - keeps
+    all its pixels.
+    """
+    log_d = np.log(ring_depth)
+    order = np.sort(log_d)
+    n = order.size
+    if n < 4 or order[-1] - order[0] < np.log1p(min_gap):
+        return np.ones(n, bool)
+    csum = np.cumsum(order)
+    k = np.arange(1, n)  # split after k values
+    mean_lo = csum[:-1] / k
+    mean_hi = (csum[-1] - csum[:-1]) / (n - k)
+    between = k * (n - k) / n**2 * (mean_hi - mean_lo) ** 2
+    best = int(np.argmax(between))
+    explained = between[best] / max(order.var(), 1e-12)
+    if explained < min_separation or mean_hi[best] - mean_lo[best] < np.log1p(min_gap):
+        return np.ones(n, bool)
+    return log_d > order[best]
+
+
+def complete_depth(
+    depth: np.ndarray, mask: np.ndarray, *, min_gap: float = 0.1, min_separation: float = 0.85
+) -> np.ndarray:
+    """Depth of the hidden background inside ``mask``, continuing the far surface.
+
+    For each connected hole, the known depths around it are split into the far side (the
+    background that continues behind the removed occluder) and the near side (the occluder
+    itself, or other foreground).  Inverse depth inside the hole is then the harmonic
+    interpolation (Laplace equation) of the far-side values: fixed on far-side neighbours,
+    zero normal derivative towards near-side pixels, invalid pixels and the image border.
+    Inverse depth of a plane is affine in pixel coordinates, and harmonic interpolation
+    reproduces affine functions, so a planar background is continued exactly.
+
+    ``depth`` float32 [H, W] (0 or non-finite = unknown); returns a copy with ``mask`` filled.
+    """
+    import cv2
+    import scipy.ndimage as ndi
+
+    depth = np.asarray(depth, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if depth.shape != mask.shape:
+        raise BadInputError(f"complete_depth: mask {mask.shape} does not match depth {depth.shape}")
+    valid = np.isfinite(depth) & (depth > 0) & ~mask
+    out = depth.copy()
+    if not mask.any():
+        return out
+    if not valid.any():
+        raise BadInputError("complete_depth: the depth map has no valid value to continue")
+    inv = np.zeros(depth.shape, np.float64)
+    inv[valid] = 1.0 / depth[valid]
+
+    labels, _ = ndi.label(mask)
+    fixed = np.zeros(mask.shape, bool)  # known pixels that act as boundary values
+    kernel = np.ones((3, 3), np.uint8)
+    h, w = mask.shape
+    for label, box in enumerate(ndi.find_objects(labels), start=1):
+        # Work in the hole's bounding box grown by one pixel: its ring lies inside.
+        y0, x0 = max(box[0].start - 1, 0), max(box[1].start - 1, 0)
+        y1, x1 = min(box[0].stop + 1, h), min(box[1].stop + 1, w)
+        hole = labels[y0:y1, x0:x1] == label
+        ring = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & valid[y0:y1, x0:x1]
+        if not ring.any():
+            continue
+        ys, xs = np.nonzero(ring)
+        ys, xs = ys + y0, xs + x0
+        far = _far_side(depth[ys, xs].astype(np.float64), min_gap, min_separation)
+        fixed[ys[far], xs[far]] = True
+    if not fixed.any():  # no hole touches valid depth: hold them at the scene's mean instead
+        fixed = valid
+
+    solution = harmonic_fill(inv[..., None], mask, fixed)[..., 0]
+    out[mask] = (1.0 / np.maximum(solution[mask], 1e-12)).astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Diffusion (shared with engine.text2image)
+
+
+def torch_dtype(device: str):
+    """fp16 on CUDA (half the memory, tensor cores), fp32 on the CPU (fp16 is slow or missing there)."""
+    import torch
+
+    return torch.float16 if str(device).startswith("cuda") else torch.float32
+
+
+def step_callback(progress: Progress, should_stop: ShouldStop, what: str):
+    """A diffusers ``callback_on_step_end`` reporting each step and cancelling cooperatively.
+
+    The total is the pipeline's own count of denoising steps (it differs from
+    ``num_inference_steps`` with ``strength`` < 1 and with PNDM's extra warm-up step).
+    Raising inside the callback ends the pipeline call at once (no wasted VAE decode); the
+    pipeline object stays usable for the next call.
+    """
+
+    def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        total = pipe.num_timesteps
+        if progress:
+            progress(step + 1, total)
+        if should_stop and should_stop():
+            raise Cancelled(f"{what} cancelled after step {step + 1} of {total}")
+        return callback_kwargs
+
+    return callback
+
+
+def quiet_loading() -> None:
+    """No tqdm bars while loading: the engine's stderr goes to its log, progress goes out as events."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def generator(seed: int):
+    """A CPU generator: the same seed gives the same noise on the CPU and on CUDA."""
+    import torch
+
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def load_sd_pipeline(pipeline_cls, path, device: str, **components):
+    """``pipeline_cls.from_pretrained`` of a Stable Diffusion folder, on ``device``, quiet.
+
+    The safety checker is not loaded: it is a second CLIP model in memory, and on scene
+    backgrounds its false positives would black out views of the world.
+    """
+    quiet_loading()
+    pipe = pipeline_cls.from_pretrained(
+        str(path), dtype=torch_dtype(device), safety_checker=None, requires_safety_checker=False, **components
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def size_multiple(pipe) -> int:
+    """Image sides must divide by this: the VAE's factor times the UNet's downsamplings (and by 8,
+    which the pipelines check)."""
+    return math.lcm(8, int(pipe.vae_scale_factor) * 2 ** (len(pipe.unet.config.block_out_channels) - 1))
+
+
+def _pad_to(array: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad bottom/right so both sides divide by ``multiple`` (the known context stays unresampled)."""
+    h, w = array.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return array
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode="symmetric")
+
+
+class _DiffusionInpainter:
+    """Shared call path of the two Stable Diffusion inpainting backends."""
+
+    name = ""
+    model = "sd-inpaint"
+
+    def __init__(self, ctx, *, steps: int = 50, guidance: float = 7.5, strength: float = 1.0):
+        self.device = ctx.device
+        self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)
+        self.pipe = self._load(ctx)
+
+    def _load(self, ctx):
+        raise NotImplementedError
+
+    def _extra(self, depth: np.ndarray | None, shape: tuple[int, int]) -> dict:
+        return {}
+
+    def inpaint(self, image, mask, *, depth=None, prompt="", negative_prompt="", seed=0, progress=None, should_stop=None):
+        image, mask = _check(image, mask)
+        if not mask.any():
+            return image.copy()
+        if should_stop and should_stop():
+            raise Cancelled(f"{self.name} cancelled before it started")
+        h, w = mask.shape
+        multiple = size_multiple(self.pipe)
+        padded = _pad_to(image, multiple)
+        padded_mask = np.zeros(padded.shape[:2], np.float32)
+        padded_mask[:h, :w] = mask  # the padding is known context, never filled
+        result = self.pipe(
+            prompt=prompt,
+            negative_prompt=negative_prompt or None,
+            image=padded[None],
+            mask_image=padded_mask[None, ..., None],
+            height=padded.shape[0],
+            width=padded.shape[1],
+            num_inference_steps=self.steps,
+            strength=self.strength,
+            guidance_scale=self.guidance,
+            generator=generator(seed),
+            output_type="np",
+            callback_on_step_end=step_callback(progress, should_stop, self.name),
+            **self._extra(depth, padded.shape[:2]),
+        ).images[0]
+        return _keep_known(image, mask, np.asarray(result, np.float32)[:h, :w])
+
+    def release(self) -> None:
+        """Drop the weights (the low-VRAM policy frees each model after its stage)."""
+        import torch
+
+        self.pipe = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class SDInpainter(_DiffusionInpainter):
+    """Stable Diffusion inpainting (model ``sd-inpaint``) for the holes of expansion views."""
+
+    name = "sd-inpaint"
+
+    def _load(self, ctx):
+        from diffusers import StableDiffusionInpaintPipeline
+
+        from .models import resolve_source
+
+        return load_sd_pipeline(StableDiffusionInpaintPipeline, resolve_source(ctx, self.model, allow_patterns=SD_FILES), ctx.device)
+
+
+def control_depth(depth: np.ndarray) -> np.ndarray:
+    """The ControlNet's depth image, float32 [H, W, 3] in 0..1, near = bright.
+
+    The paper conditions on D~ = (D - Dmin) / (Dmax - Dmin) over the valid pixels.  Depth
+    ControlNets were trained on MiDaS-style maps where near is white and far is black, so the
+    image is 1 - D~; pixels with no depth are black (as far as possible).
+    """
+    depth = np.asarray(depth, np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        raise BadInputError("sd-controlnet-depth: the depth map has no valid value")
+    lo, hi = float(depth[valid].min()), float(depth[valid].max())
+    normalised = (depth - lo) / max(hi - lo, 1e-6)
+    near_bright = np.where(valid, 1.0 - normalised, 0.0).astype(np.float32)
+    return np.repeat(near_bright[..., None], 3, axis=-1)
+
+
+class ControlNetDepthInpainter(_DiffusionInpainter):
+    """SD inpainting guided by a depth ControlNet (models ``sd-inpaint`` + ``controlnet-depth``).
+
+    ``depth`` must be the completed depth of the layer being filled (``complete_depth``), so
+    the ControlNet sees the surface that continues behind the removed foreground.
+    """
+
+    name = "sd-controlnet-depth"
+
+    def __init__(self, ctx, *, conditioning_scale: float = 1.0, **options):
+        self.conditioning_scale = float(conditioning_scale)
+        super().__init__(ctx, **options)
+
+    def _load(self, ctx):
+        from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
+
+        from .models import resolve_source
+
+        controlnet_path = resolve_source(ctx, "controlnet-depth", allow_patterns=CONTROLNET_FILES)
+        controlnet = ControlNetModel.from_pretrained(str(controlnet_path), dtype=torch_dtype(ctx.device))
+        sd_path = resolve_source(ctx, self.model, allow_patterns=SD_FILES)
+        return load_sd_pipeline(StableDiffusionControlNetInpaintPipeline, sd_path, ctx.device, controlnet=controlnet)
+
+    def _extra(self, depth, shape):
+        if depth is None:
+            raise BadInputError("sd-controlnet-depth needs the depth of the region it fills")
+        control = _pad_to(control_depth(depth), size_multiple(self.pipe))
+        if control.shape[:2] != shape:
+            raise BadInputError(f"sd-controlnet-depth: depth {np.shape(depth)} does not match the image")
+        return {"control_image": control[None], "controlnet_conditioning_scale": self.conditioning_scale}
+
+
+BACKENDS = {
+    "opencv": OpenCVInpainter,
+    "sd-inpaint": SDInpainter,
+    "sd-controlnet-depth": ControlNetDepthInpainter,
+}
+
+
+def create(name: str, ctx, **options) -> Inpainter:
+    """The inpainting backend ``name``; ``options`` are its settings (steps, guidance, method...)."""
+    try:
+        backend = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown inpainting backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
+    return backend(ctx, **options)

@@ -1,0 +1,83 @@
+"""Text input: the first image from a prompt, with a diffusers text-to-image pipeline.
+
+``create(name, ctx, **options) -> TextToImage``; ``generate(prompt, *, width, height,
+negative_prompt, seed, progress, should_stop) -> float32 [height, width, 3]`` in 0..1.
+
+Backend ``sd``: ``StableDiffusionPipeline`` with model ``sd`` (a Hugging Face id, a local
+folder in the diffusers layout, or ``tiny:sd``).  The camera of the generated image is set
+by the pipeline "by convention from the image size" (METHOD.md §1), not here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import BadInputError, Cancelled
+from .inpaint import SD_FILES, Progress, ShouldStop, generator, load_sd_pipeline, size_multiple, step_callback
+
+
+class SDTextToImage:
+    name = "sd"
+    model = "sd"
+
+    def __init__(self, ctx, *, steps: int = 50, guidance: float = 7.5):
+        from diffusers import StableDiffusionPipeline
+
+        from .models import resolve_source
+
+        self.steps, self.guidance = int(steps), float(guidance)
+        self.pipe = load_sd_pipeline(StableDiffusionPipeline, resolve_source(ctx, self.model, allow_patterns=SD_FILES), ctx.device)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        width: int = 512,
+        height: int = 512,
+        negative_prompt: str = "",
+        seed: int = 0,
+        progress: Progress = None,
+        should_stop: ShouldStop = None,
+    ) -> np.ndarray:
+        if not prompt.strip():
+            raise BadInputError("text-to-image needs a prompt")
+        if width <= 0 or height <= 0:
+            raise BadInputError(f"text-to-image: bad size {width}x{height}")
+        if should_stop and should_stop():
+            raise Cancelled("text-to-image cancelled before it started")
+        # Generate at the next size the UNet accepts, then centre-crop to the size asked for.
+        multiple = size_multiple(self.pipe)
+        gen_w, gen_h = math.ceil(width / multiple) * multiple, math.ceil(height / multiple) * multiple
+        image = self.pipe(
+            prompt=prompt,
+            negative_prompt=negative_prompt or None,
+            width=gen_w,
+            height=gen_h,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            generator=generator(seed),
+            output_type="np",
+            callback_on_step_end=step_callback(progress, should_stop, "text-to-image"),
+        ).images[0]
+        y0, x0 = (gen_h - height) // 2, (gen_w - width) // 2
+        return np.clip(np.asarray(image[y0 : y0 + height, x0 : x0 + width], np.float32), 0.0, 1.0)
+
+    def release(self) -> None:
+        import torch
+
+        self.pipe = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+BACKENDS = {"sd": SDTextToImage}
+
+
+def create(name: str, ctx, **options) -> SDTextToImage:
+    try:
+        backend = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown text-to-image backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
+    return backend(ctx, **options)
