@@ -60,28 +60,43 @@ PROFILES: dict[str, Profile] = {
             "of the model code on a CPU in minutes. Its images are meaningless."
         ),
         backends={
+            "geometry": "moge",
+            "expansion_geometry": "moge",
+            "layers": "sam",
             "background_inpaint": "sd-controlnet-depth",
             "expansion_inpaint": "sd-inpaint",
             "text_to_image": "sd",
             "caption": "clip",
         },
         models={
+            "moge": ("tiny:moge",),
+            "depth-anything": ("tiny:depth-anything",),  # the second geometry backend
+            "sam": ("tiny:sam",),
             "sd-inpaint": ("tiny:sd-inpaint",),
             "controlnet-depth": ("tiny:controlnet-depth",),
             "sd": ("tiny:sd",),
             "clip": ("tiny:clip",),
         },
+        settings={"sam_points_per_side": 8},  # 64 grid prompts instead of 1024: CI speed
     ),
     "full": Profile(
         name="full",
         description="The paper's models from Hugging Face (or local copies): for a GPU and the internet.",
         backends={
+            "geometry": "moge",  # or "depth-anything"
+            "expansion_geometry": "moge",
+            "layers": "sam",
             "background_inpaint": "sd-controlnet-depth",
             "expansion_inpaint": "sd-inpaint",
             "text_to_image": "sd",
             "caption": "clip",
         },
         models={
+            "moge": ("Ruicheng/moge-2-vitl-normal", "Ruicheng/moge-2-vitl"),
+            # metric depth first (metres straight from the model), then the relative model
+            "depth-anything": ("depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf", "depth-anything/Depth-Anything-V2-Large-hf"),
+            # the official checkpoint (a bare state dict; the hub has no segment-anything copy from Meta)
+            "sam": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",),
             # runwayml's repos are gone (2024); these are its mirrors, tried in order.
             "sd-inpaint": ("stable-diffusion-v1-5/stable-diffusion-inpainting", "sd-legacy/stable-diffusion-inpainting"),
             "controlnet-depth": ("lllyasviel/control_v11f1p_sd15_depth",),
