@@ -44,6 +44,7 @@ from .cameras import Camera
 
 FITS = ("scale", "scale_shift", "none")
 _DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) to a 4-neighbour
+_MEDIAN_SAMPLES = 16384  # robust statistics use an evenly strided sample of at most ~this size
 
 
 @dataclass
@@ -54,7 +55,7 @@ class AlignSettings:
     seam_tolerance: float = 0.2  # relative depth gap beyond which a boundary pixel is an occlusion
     extrapolate_tolerance: float = 0.1  # max relative step between the two known pixels used to extrapolate
     falloff: float = 0.25  # screening length of the fill, as a fraction of max(H, W)
-    jacobi_iterations: int = 40  # Jacobi sweeps per pyramid level
+    jacobi_iterations: int = 20  # Jacobi sweeps per pyramid level (4x on the coarsest)
 
 
 @dataclass
@@ -90,7 +91,8 @@ def _robust_weights(residual: torch.Tensor, threshold: float) -> torch.Tensor:
     3 thresholds, whichever is wider: gross outliers (bad estimates, wrong inpainting) then
     have no pull at all, which plain Huber weights would still give them."""
     magnitude = residual.abs()
-    cutoff = torch.clamp(3.0 * 1.4826 * (residual - residual.median()).abs().median(), min=3.0 * threshold)
+    sample = residual[:: max(1, residual.numel() // _MEDIAN_SAMPLES)]  # medians sort: keep them cheap
+    cutoff = torch.clamp(3.0 * 1.4826 * (sample - sample.median()).abs().median(), min=3.0 * threshold)
     weight = threshold / magnitude.clamp(min=threshold)
     return torch.where(magnitude <= cutoff, weight, torch.zeros_like(weight))
 
@@ -100,7 +102,7 @@ def _fit(new: torch.Tensor, ref: torch.Tensor, settings: AlignSettings) -> tuple
     if settings.fit == "none" or new.numel() == 0:
         return 1.0, 0.0, 0.0
     log_ratio = torch.log(ref) - torch.log(new)  # [M]
-    location = log_ratio.median()
+    location = log_ratio[:: max(1, log_ratio.numel() // _MEDIAN_SAMPLES)].median()
     for _ in range(settings.fit_iterations):
         weight = _robust_weights(log_ratio - location, settings.huber)
         location = (weight * log_ratio).sum() / weight.sum()
@@ -142,7 +144,7 @@ def _screened_fill(
     solution = torch.zeros_like(levels[-1][0])
     for depth_level in range(len(levels) - 1, -1, -1):
         dom, fix, val = levels[depth_level]
-        solution = F.interpolate(solution, size=dom.shape[-2:], mode="nearest")
+        solution = F.interpolate(solution, size=dom.shape[-2:], mode="bilinear", align_corners=False)
         screening = (2**depth_level / length_px) ** 2  # pixel spacing doubles per level
         inverse_count = 1.0 / (_neighbour_sum(dom) + screening)
         free = dom * (1 - fix)  # [1, 1, h, w] pixels the sweep updates
