@@ -109,7 +109,11 @@ def apply_layer_rules(
     foreground = np.zeros(depth.shape, bool)
     for i in foreground_ids:
         foreground |= kept[i]
-    hidden = foreground & valid & (depth > theta)
+    # Ω: the background hidden behind the foreground is everything the foreground covers.  The
+    # paper writes M_fg ∩ {D > θ_d}; read literally with the visible depth D that is only the
+    # masks' spill onto the background, and the layer behind an object would stay empty, so we
+    # take the whole foreground (documented in docs/METHOD-CHOICES.md).
+    hidden = foreground & valid
     if foreground.any() and settings.hidden_dilation_px > 0:
         radius = settings.hidden_dilation_px
         band = ndimage.binary_dilation(depth_edges(depth, settings.depth_edge_threshold), iterations=radius)

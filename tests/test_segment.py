@@ -72,19 +72,18 @@ def test_foreground_is_median_depth_below_35th_percentile():
     assert wide.info["foreground_masks"] == [0, 1]
 
 
-def test_hidden_region_is_far_part_of_foreground_widened_along_depth_edges():
+def test_hidden_region_is_the_foreground_widened_along_depth_edges():
     depth = _scene()
     # A SAM-like mask that spills two pixels past the box onto the wall.
     mask = _box(18, 42, 18, 42)
     layers = seg.apply_layer_rules([mask], [0.9], depth, seg.LayerSettings(hidden_dilation_px=0))
     assert layers.info["foreground_masks"] == [0]
-    spill = mask & (depth > layers.info["theta_d"])
-    assert np.array_equal(layers.hidden, spill)  # Ω = M_fg ∩ {D > θ_d}
+    assert np.array_equal(layers.hidden, mask)  # everything behind the foreground is hidden background
     # Widened: pixels just outside the mask, along the box's depth edge, join Ω ...
     widened = seg.apply_layer_rules([_box(20, 40, 20, 40)], [0.9], depth, seg.LayerSettings(hidden_dilation_px=3))
-    assert widened.hidden[19, 30] and widened.hidden[30, 40] and widened.hidden[20, 30]
-    # ... but only near the edge: the wall far from the box and the box's interior stay out.
-    assert not widened.hidden[5, 5] and not widened.hidden[30, 30] and not widened.hidden[10, 30]
+    assert widened.hidden[19, 30] and widened.hidden[30, 40] and widened.hidden[20, 30] and widened.hidden[30, 30]
+    # ... but only near the edge: the wall far from the box stays out.
+    assert not widened.hidden[5, 5] and not widened.hidden[10, 30]
 
 
 def test_no_foreground_means_no_hidden_region():
