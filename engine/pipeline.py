@@ -76,7 +76,14 @@ class Run:
             if name is None:
                 raise BadInputError(f"profile {self.profile.name!r} has no {slot.replace('_', ' ')} backend")
             module = import_module(f"engine.{SLOTS[slot]}")
-            options = {"depth": self.cache["input_depth"]} if name == "given" else {}
+            options: dict[str, Any] = {}
+            if name == "given":
+                options["depth"] = self.cache["input_depth"]
+            if slot == "layers":
+                from .segment import LayerSettings
+                from .settings import LAYER_FIELDS
+
+                options["settings"] = LayerSettings(**self.settings.subset(LAYER_FIELDS))
             self.cache[slot] = module.create(name, self.backend_context(), **options)
         return self.cache[slot]
 
@@ -197,7 +204,7 @@ def stage_inpaint(run: Run, out: Path) -> list[str]:
     if not prompt and hidden.any():
         prompt = run.backend("caption").prompt(image)
         log.info("background prompt: %s", prompt)
-    visible = unproject(camera, image, depth, depth > 0, edge_threshold=run.settings.edge_threshold)
+    visible = unproject(camera, image, depth, depth > 0, edge_threshold=run.settings.depth_edge_threshold)
     layers = [visible]
     if hidden.any():
         background = run.backend("background_inpaint").inpaint(
@@ -213,7 +220,7 @@ def stage_inpaint(run: Run, out: Path) -> list[str]:
         background_depth = inpaint.complete_depth(depth, hidden)
         images.save_png(out / "background.png", np.where(hidden[..., None], background, image))
         run.preview("inpaint/background.png")
-        layers.append(unproject(camera, background, background_depth, hidden, edge_threshold=run.settings.edge_threshold))
+        layers.append(unproject(camera, background, background_depth, hidden, edge_threshold=run.settings.depth_edge_threshold))
     points = PointCloud.concat(layers)
     write_npz(out / "points.npz", xyz=points.xyz, rgb=points.rgb, radius=points.radius)
     write_json(out / "prompt.json", {"prompt": prompt, "visible_points": len(visible), "points": len(points)})
@@ -289,7 +296,7 @@ def stage_expand(run: Run, out: Path) -> list[str]:
             new_depth = np.where(estimate.valid, estimate.depth, 0.0).astype(np.float32)
             aligned, align_stats = align_depth(new_depth, rendered.depth, hole, view, device=run.device)
             record.update(align_stats.to_dict())
-            fresh = unproject(view, completed, aligned, hole & (aligned > 0), edge_threshold=run.settings.edge_threshold)
+            fresh = unproject(view, completed, aligned, hole & (aligned > 0), edge_threshold=run.settings.depth_edge_threshold)
             points = merge(points, fresh, view, device=run.device)
         record["points"] = len(points)
         stats.append(record)

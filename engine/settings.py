@@ -22,11 +22,13 @@ class Settings:
     steps: int = 4  # N: expansion views generated along the path
     preset: str = "orbit"  # camera path preset when no trajectory file is given
     preset_angle: float = 30.0  # total sweep of the preset (degrees; distance presets scale it)
-    edge_threshold: float = 0.1  # relative depth jump treated as an occlusion edge (no points across it)
-    iou_threshold: float = 0.85  # layers: keep masks with predicted IoU above this
-    area_min: float = 0.005  # layers: smallest kept mask, fraction of the image
-    area_max: float = 0.60  # layers: largest kept mask, fraction of the image
+    depth_edge_threshold: float = 0.1  # relative depth jump treated as an occlusion edge (no points across it)
+    mask_iou_threshold: float = 0.85  # layers: keep masks with predicted IoU above this
+    mask_min_area: float = 0.005  # layers: smallest kept mask, fraction of the image
+    mask_max_area: float = 0.60  # layers: largest kept mask, fraction of the image
     foreground_percentile: float = 35.0  # layers: theta_d, percentile of depth below which a mask is foreground
+    hidden_dilation_px: int = 3  # layers: how far the hidden region grows along depth edges
+    sam_points_per_side: int = 32  # layers: SAM's automatic prompt grid
     inpaint_steps: int = 30  # diffusion steps per inpainting
     guidance: float = 7.5  # classifier-free guidance of the diffusion backends
     iterations: int = 3000  # 3DGS optimisation steps (LucidDreamer uses ~3000)
@@ -40,8 +42,10 @@ class Settings:
             (16 <= self.resolution <= 4096, "resolution must be 16..4096"),
             (1.0 <= self.fov <= 170.0, "fov must be 1..170 degrees"),
             (0 <= self.steps <= 256, "steps must be 0..256"),
-            (0.0 < self.edge_threshold < 10.0, "edge_threshold must be in (0, 10)"),
-            (0.0 <= self.area_min < self.area_max <= 1.0, "need 0 <= area_min < area_max <= 1"),
+            (0.0 < self.depth_edge_threshold < 10.0, "depth_edge_threshold must be in (0, 10)"),
+            (0.0 <= self.mask_min_area < self.mask_max_area <= 1.0, "need 0 <= mask_min_area < mask_max_area <= 1"),
+            (0 <= self.hidden_dilation_px <= 64, "hidden_dilation_px must be 0..64"),
+            (1 <= self.sam_points_per_side <= 128, "sam_points_per_side must be 1..128"),
             (0.0 < self.foreground_percentile < 100.0, "foreground_percentile must be in (0, 100)"),
             (1 <= self.inpaint_steps <= 1000, "inpaint_steps must be 1..1000"),
             (0 <= self.iterations <= 1_000_000, "iterations must be 0..1000000"),
@@ -79,13 +83,24 @@ class Settings:
         return {name: data[name] for name in names}
 
 
+# The fields engine.segment.LayerSettings shares with Settings.
+LAYER_FIELDS = (
+    "depth_edge_threshold",
+    "mask_iou_threshold",
+    "mask_min_area",
+    "mask_max_area",
+    "foreground_percentile",
+    "hidden_dilation_px",
+    "sam_points_per_side",
+)
+
 # What each stage reads (besides the profile's backends for its slots and the previous stage).
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "inputs": ("resolution", "fov"),
     "depth": (),
-    "segment": ("edge_threshold", "iou_threshold", "area_min", "area_max", "foreground_percentile"),
-    "inpaint": ("inpaint_steps", "guidance", "seed", "edge_threshold"),
-    "expand": ("steps", "preset", "preset_angle", "inpaint_steps", "guidance", "seed", "edge_threshold"),
+    "segment": LAYER_FIELDS,
+    "inpaint": ("inpaint_steps", "guidance", "seed", "depth_edge_threshold"),
+    "expand": ("steps", "preset", "preset_angle", "inpaint_steps", "guidance", "seed", "depth_edge_threshold"),
     "splat": ("iterations", "reprojections", "jitter_deg", "sh_degree", "seed"),
     "export": (),
 }

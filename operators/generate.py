@@ -96,14 +96,26 @@ def _write_json(path: Path, data) -> None:
     tmp.replace(path)
 
 
+PREVIEW_IMAGE = "Gen3D preview"
+
+
 def _mirror(context, run: EngineRun) -> None:
-    """Copy the run's state into the scene settings the panel draws."""
+    """Copy the run's state into the scene settings the panel draws (the panel loads nothing)."""
     settings = context.scene.gen3d
     settings.running = not run.done
     settings.stage = run.stage
     settings.progress = run.fraction
     settings.message = run.message[:1000]
-    settings.preview_path = run.preview_path
+    if run.preview_path and run.preview_path != settings.preview_path and Path(run.preview_path).is_file():
+        settings.preview_path = run.preview_path
+        image = bpy.data.images.get(PREVIEW_IMAGE)
+        if image is None:
+            image = bpy.data.images.load(run.preview_path)
+            image.name = PREVIEW_IMAGE
+        else:
+            image.filepath = run.preview_path
+            image.reload()
+        image.preview_ensure()
 
 
 def _finish(operator, context, run: EngineRun) -> set[str]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bpy
 
 from ..gen3d_addon.preferences import get_preferences, resolved_engine_python
+from ..operators.generate import PREVIEW_IMAGE
 
 
 class GEN3D_PT_main(bpy.types.Panel):
@@ -57,12 +56,9 @@ class GEN3D_PT_main(bpy.types.Panel):
             layout.operator("gen3d.generate", icon="PLAY")
             if settings.message:
                 layout.label(text=settings.message)
-        preview = settings.preview_path
-        if preview and Path(preview).is_file():
-            image = bpy.data.images.load(preview, check_existing=True)
-            image.reload()
-            image.preview_ensure()
-            layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)
+        preview = bpy.data.images.get(PREVIEW_IMAGE)
+        if preview is not None and preview.preview is not None:
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
         if settings.job_dir:
             layout.label(text=f"Job: {settings.job_dir}", icon="FILE_FOLDER")
 
