@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 import numpy as np
+from bpy_extras import anim_utils
 
 from ..engine import cameras
 
@@ -37,18 +38,47 @@ def camera_from_object(scene: bpy.types.Scene, obj: bpy.types.Object, *, name: s
     )
 
 
-def sample_animation(scene: bpy.types.Scene, obj: bpy.types.Object, count: int) -> list[cameras.Camera]:
-    """``count`` cameras evenly spaced over the scene's frame range (first frame included).
+SAMPLING_ITEMS = [
+    ("EVEN", "Evenly", "Views evenly spaced over the scene's frame range"),
+    ("KEYFRAMES", "At keyframes", "One view at each keyframe of the camera inside the frame range"),
+]
 
-    Raises CameraError when the camera does not move: a path needs keyframes.
-    """
-    if obj.animation_data is None or obj.animation_data.action is None:
-        raise cameras.CameraError(
-            f"camera {obj.name!r} has no keyframes; add a path preset (Gen3D > Camera path) or keyframe it"
-        )
+
+def keyframe_frames(obj: bpy.types.Object) -> list[int]:
+    """Frames holding a keyframe of the camera object or its lens data, sorted."""
+    frames: set[int] = set()
+    for owner in (obj, obj.data):
+        anim = owner.animation_data if owner is not None else None
+        channelbag = anim_utils.animdata_get_channelbag_for_assigned_slot(anim) if anim else None
+        for fcurve in channelbag.fcurves if channelbag else ():
+            frames.update(round(key.co[0]) for key in fcurve.keyframe_points)
+    return sorted(frames)
+
+
+def _sampling(scene: bpy.types.Scene) -> str:
+    settings = getattr(scene, "gen3d_camera", None)
+    return settings.sampling if settings is not None else "EVEN"
+
+
+def expansion_frames(scene: bpy.types.Scene, obj: bpy.types.Object, count: int, *, at: str | None = None) -> list[int]:
+    """The frames that become views: ``count`` evenly spaced over the frame range (first frame
+    included), or every keyframe in the frame range (``at="KEYFRAMES"``; ``count`` is ignored).
+    ``at=None`` follows the scene's Gen3D camera setting (Scene.gen3d_camera.sampling)."""
+    at = at or _sampling(scene)
     start, end = scene.frame_start, scene.frame_end
-    frames = [round(start + (end - start) * i / max(1, count - 1)) for i in range(count)]
-    current = scene.frame_current
+    if at == "KEYFRAMES":
+        frames = [frame for frame in keyframe_frames(obj) if start <= frame <= end]
+        if not frames:
+            raise cameras.CameraError(f"camera {obj.name!r} has no keyframes between frames {start} and {end}")
+        return frames
+    if at != "EVEN":
+        raise ValueError(f"sampling must be EVEN or KEYFRAMES, not {at!r}")
+    return [round(start + (end - start) * i / max(1, count - 1)) for i in range(count)]
+
+
+def sample_frames(scene: bpy.types.Scene, obj: bpy.types.Object, frames: list[int]) -> list[cameras.Camera]:
+    """The camera at each frame (frame in ``extra``); the current frame is restored after."""
+    current, subframe = scene.frame_current, scene.frame_subframe
     sampled = []
     try:
         for frame in frames:
@@ -57,5 +87,19 @@ def sample_animation(scene: bpy.types.Scene, obj: bpy.types.Object, count: int) 
             camera.extra["frame"] = frame
             sampled.append(camera)
     finally:
-        scene.frame_set(current)
+        scene.frame_set(current, subframe=subframe)
     return sampled
+
+
+def sample_animation(
+    scene: bpy.types.Scene, obj: bpy.types.Object, count: int, *, at: str | None = None
+) -> list[cameras.Camera]:
+    """The animated camera at its expansion frames (see expansion_frames).
+
+    Raises CameraError when the camera does not move: a path needs keyframes.
+    """
+    if not keyframe_frames(obj):
+        raise cameras.CameraError(
+            f"camera {obj.name!r} has no keyframes; add a path preset (Gen3D > Camera path) or keyframe it"
+        )
+    return sample_frames(scene, obj, expansion_frames(scene, obj, count, at=at))

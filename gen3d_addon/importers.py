@@ -407,7 +407,7 @@ def gaussians_object(name: str, gaussians: dict[str, np.ndarray]) -> bpy.types.O
     for i in range(gaussians["f_rest"].shape[1]):
         set_attribute(mesh, f"f_rest_{i}", gaussians["f_rest"][:, i])
     obj = _tagged_object(name, mesh)
-    modifier = nodes.ensure_modifier(obj, gaussians_group(), "Gen3D Gaussians")
+    modifier = nodes.ensure_modifier(obj, gaussians_group(), GAUSSIANS_GROUP)
     nodes.set_modifier_input(modifier, "Viewport Fraction", _default_fraction(len(mesh.vertices)))
     return obj
 
@@ -449,7 +449,7 @@ def points_object(name: str, vertices: np.ndarray) -> bpy.types.Object:
         extent = float(np.linalg.norm(xyz.max(axis=0) - xyz.min(axis=0)))
         set_attribute(mesh, "radius", np.full(len(xyz), max(extent, 1e-3) * 1e-3, np.float32))
     obj = _tagged_object(name, mesh)
-    modifier = nodes.ensure_modifier(obj, points_group(), "Gen3D Points")
+    modifier = nodes.ensure_modifier(obj, points_group(), POINTS_GROUP)
     nodes.set_modifier_input(modifier, "Viewport Fraction", _default_fraction(len(xyz)))
     return obj
 

@@ -93,7 +93,7 @@ def ensure_modifier(obj: bpy.types.Object, group: bpy.types.NodeTree, name: str)
     return modifier
 
 
-def _input_identifier(group: bpy.types.NodeTree, name: str) -> str:
+def input_identifier(group: bpy.types.NodeTree, name: str) -> str:
     for item in group.interface.items_tree:
         if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name:
             return item.identifier
@@ -101,8 +101,8 @@ def _input_identifier(group: bpy.types.NodeTree, name: str) -> str:
 
 
 def modifier_input(modifier: bpy.types.NodesModifier, name: str) -> Any:
-    return modifier[_input_identifier(modifier.node_group, name)]
+    return modifier[input_identifier(modifier.node_group, name)]
 
 
 def set_modifier_input(modifier: bpy.types.NodesModifier, name: str, value: Any) -> None:
-    modifier[_input_identifier(modifier.node_group, name)] = value
+    modifier[input_identifier(modifier.node_group, name)] = value

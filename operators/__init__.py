@@ -2,9 +2,9 @@
 
 import bpy
 
-from . import generate, setup_engine
+from . import camera, generate, io, setup_engine
 
-_MODULES = (generate, setup_engine)
+_MODULES = (generate, setup_engine, camera, io)
 CLASSES = [cls for module in _MODULES for cls in module.CLASSES]
 
 

@@ -2,9 +2,9 @@
 
 import bpy
 
-from . import main
+from . import camera, main
 
-_MODULES = (main,)
+_MODULES = (main, camera)
 CLASSES = [cls for module in _MODULES for cls in module.CLASSES]
 
 

@@ -1,0 +1,63 @@
+"""Sub-panels of Gen3D: the camera path (matched camera, presets as keyframes, expansion views)
+and the imported result's display settings."""
+
+from __future__ import annotations
+
+import bpy
+
+from ..gen3d_addon import camera_paths, importers, nodes
+
+
+class GEN3D_PT_camera_path(bpy.types.Panel):
+    bl_label = "Camera Path"
+    bl_idname = "GEN3D_PT_camera_path"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Gen3D"
+    bl_parent_id = "GEN3D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        scene = context.scene
+        settings = scene.gen3d_camera
+        layout.operator("gen3d.add_camera", icon="CAMERA_DATA")
+        col = layout.column(align=True)
+        col.prop(settings, "preset")
+        col.prop(settings, "scene_depth")
+        for key in camera_paths.preset_parameters(settings.preset):
+            col.prop(settings, key)
+        layout.operator("gen3d.add_camera_path", icon="KEYFRAME")
+        row = layout.row(align=True)
+        row.prop(settings, "sampling", text="")
+        row.operator("gen3d.mark_views", text="", icon="MARKER_HLT")
+        if scene.gen3d.trajectory_source != "CAMERA":
+            layout.label(text="Generate uses these keys with Path: Camera animation", icon="INFO")
+
+
+class GEN3D_PT_result(bpy.types.Panel):
+    bl_label = "Result"
+    bl_idname = "GEN3D_PT_result"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Gen3D"
+    bl_parent_id = "GEN3D_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        row = layout.row(align=True)
+        row.operator("gen3d.import_job", text="Re-import Job", icon="IMPORT")
+        row.operator("gen3d.import_gaussians", text="", icon="FILEBROWSER")
+        row.operator("gen3d.export_gaussians", text="", icon="EXPORT")
+        obj = context.active_object
+        modifier = obj.modifiers.get(importers.GAUSSIANS_GROUP) if obj is not None else None
+        if modifier is None or modifier.node_group is None:
+            return
+        col = layout.column(align=True)
+        for name in ("Scale", "Min Opacity", "Viewport Fraction", "Viewport Ellipsoids"):
+            col.prop(modifier, f'["{nodes.input_identifier(modifier.node_group, name)}"]', text=name)
+        if context.scene.render.engine == "CYCLES":
+            layout.label(text="Dense splats: raise Light Paths > Transparent bounces", icon="INFO")
+
+
+CLASSES = [GEN3D_PT_camera_path, GEN3D_PT_result]
