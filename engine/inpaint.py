@@ -161,6 +161,20 @@ def harmonic_fill(values: np.ndarray, unknown: np.ndarray, fixed: np.ndarray) ->
     return out
 
 
+def membrane_fill(values: np.ndarray, hole: np.ndarray, *, max_unknowns: int = 100_000) -> np.ndarray:
+    """Harmonic fill of ``hole`` from all known pixels; holes with more than ``max_unknowns``
+    pixels are solved on a half-size copy (recursively, a pyramid) and upsampled, so the sparse
+    solve stays small."""
+    import cv2
+
+    if hole.sum() <= max_unknowns:
+        return harmonic_fill(values, hole, ~hole)
+    coarse, coarse_known = _downsample_known(values, ~hole)
+    coarse = membrane_fill(coarse, ~coarse_known, max_unknowns=max_unknowns).astype(np.float32)
+    h, w = hole.shape
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(values.shape)
+
+
 def fill_holes(
     values: np.ndarray,
     hole: np.ndarray,
@@ -175,9 +189,7 @@ def fill_holes(
     cv2.inpaint propagates boundary values inwards along the distance map, which turns a large
     hole into long streaks and smears.  So it is kept for a ``band`` of pixels along the hole's
     edge (where it continues local structure), and deeper inside it is blended into the
-    harmonic (membrane) fill, which is smooth and exact for gradients.  Holes with more than
-    ``max_unknowns`` pixels get their membrane from a half-size copy (recursively, a pyramid),
-    so the sparse solve stays small.
+    membrane (harmonic) fill, which is smooth and exact for gradients.
     """
     import cv2
 
@@ -192,13 +204,7 @@ def fill_holes(
     depth_in_hole = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)
     if depth_in_hole.max() <= band:
         return fine
-    if hole.sum() > max_unknowns:
-        coarse, coarse_known = _downsample_known(values, ~hole)
-        coarse = fill_holes(coarse, ~coarse_known, radius=radius, method=method, band=band, max_unknowns=max_unknowns)
-        h, w = hole.shape
-        smooth = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(values.shape)
-    else:
-        smooth = harmonic_fill(values, hole, ~hole)
+    smooth = membrane_fill(values, hole, max_unknowns=max_unknowns)
     alpha = np.clip(depth_in_hole / band - 1.0, 0.0, 1.0)[..., None]  # cv2 up to `band` px in, membrane from 2*band
     return ((1.0 - alpha) * fine + alpha * smooth).astype(np.float32)
 

@@ -154,7 +154,7 @@ def build_controlnet_depth(path: Path) -> None:
     from diffusers import ControlNetModel
 
     torch.manual_seed(3)
-    ControlNetModel(
+    controlnet = ControlNetModel(
         in_channels=4,
         block_out_channels=_BLOCKS,
         layers_per_block=1,
@@ -163,7 +163,14 @@ def build_controlnet_depth(path: Path) -> None:
         attention_head_dim=2,
         norm_num_groups=_GROUPS,
         conditioning_embedding_out_channels=_VAE_BLOCKS,  # 4 levels: downsamples by the VAE's 8
-    ).save_pretrained(str(path))
+    )
+    # A new ControlNet starts with zero convolutions (no effect until trained); a trained one
+    # does not, so give them random weights and the control image really reaches the UNet.
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_convs:
+            conv.weight.normal_(0.0, 0.1)
+    controlnet.save_pretrained(str(path))
 
 
 def build_clip(path: Path) -> None:

@@ -1,0 +1,226 @@
+"""Inpainting backends and background depth completion.
+
+OpenCV and ``complete_depth`` are checked for accuracy on analytic images.  The diffusion
+backends run tiny models with random weights: their fills mean nothing; the tests prove the
+real layouts, the from_pretrained loading path and the call contract (known pixels kept,
+seeds, progress, cancel, depth conditioning wired in).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import inpaint
+from engine.errors import BadInputError, Cancelled, MissingModelError
+from engine.models import resolve_source
+from engine.profiles import BackendContext, get_profile
+
+H = W = 64
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("gen3d-cache")
+    return BackendContext(profile=get_profile("tiny"), cache_dir=str(cache), allow_download=False, warn=lambda s: None, note=lambda s: None)
+
+
+def _gradient(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([x / w, y / h, 0.25 + 0.5 * (x + y) / (w + h)], axis=-1).astype(np.float32)
+
+
+def _square(h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return (np.abs(y - cy) < r) & (np.abs(x - cx) < r)
+
+
+# ------------------------------------------------------------------------------ OpenCV
+
+
+@pytest.mark.parametrize("method", ["telea", "ns"])
+def test_opencv_fills_gradient_and_keeps_known_pixels(ctx, method):
+    image = _gradient(H, W)
+    mask = _square(H, W, 30, 34, 6)
+    out = inpaint.create("opencv", ctx, method=method).inpaint(image, mask)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert np.array_equal(out[~mask], image[~mask])  # bit-exact
+    error = np.abs(out - image)[mask]
+    assert error.mean() < 0.02 and error.max() < 0.08  # the gradient spans 1.0 over the image
+
+
+def test_opencv_large_hole_uses_coarse_fill(ctx):
+    image = _gradient(128, 128)
+    mask = _square(128, 128, 60, 64, 40)  # 80x80 hole: deep beyond cv2's band
+    multi = inpaint.create("opencv", ctx).inpaint(image, mask)
+    single = inpaint.create("opencv", ctx, band=1e9).inpaint(image, mask)  # cv2.inpaint alone
+    assert np.array_equal(multi[~mask], image[~mask])
+    err_multi, err_single = np.abs(multi - image)[mask].max(), np.abs(single - image)[mask].max()
+    assert err_multi < 0.1
+    assert err_multi < 0.5 * err_single
+
+
+def test_opencv_pyramid_for_very_large_holes():
+    image = _gradient(128, 128)
+    mask = _square(128, 128, 64, 64, 50)
+    out = inpaint.fill_holes(image, mask, max_unknowns=1000)  # membrane solved at 1/4 size
+    assert np.abs(out - image)[mask].max() < 0.1
+    coarse = inpaint.membrane_fill(image, mask, max_unknowns=1000)
+    assert np.abs(coarse - image)[mask].max() < 0.02
+
+
+def test_opencv_rejects_bad_input(ctx):
+    with pytest.raises(ValueError):
+        inpaint.create("opencv", ctx, method="nope")
+    with pytest.raises(BadInputError):
+        inpaint.create("opencv", ctx).inpaint(_gradient(8, 8), np.ones((8, 8), bool))
+    with pytest.raises(BadInputError):
+        inpaint.create("opencv", ctx).inpaint(_gradient(8, 8), np.ones((4, 4), bool))
+    with pytest.raises(ValueError):
+        inpaint.create("lama", ctx)
+
+
+def test_opencv_cancel_and_progress(ctx):
+    backend = inpaint.create("opencv", ctx)
+    image, mask = _gradient(16, 16), _square(16, 16, 8, 8, 3)
+    with pytest.raises(Cancelled):
+        backend.inpaint(image, mask, should_stop=lambda: True)
+    calls = []
+    backend.inpaint(image, mask, progress=lambda s, n: calls.append((s, n)))
+    assert calls == [(1, 1)]
+
+
+# ------------------------------------------------------------------------------ depth completion
+
+
+def test_complete_depth_continues_far_wall_not_near_box():
+    depth = np.full((H, W), 4.0, np.float32)  # far wall
+    depth[16:48, 8:24] = 1.0  # near box, left of the hole
+    hole = np.zeros((H, W), bool)
+    hole[16:48, 24:40] = True  # where a removed foreground object stood, touching the box
+    out = inpaint.complete_depth(depth, hole)
+    assert np.array_equal(out[~hole], depth[~hole])
+    np.testing.assert_allclose(out[hole], 4.0, rtol=1e-4)
+
+
+def test_complete_depth_continues_slanted_plane_exactly():
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    depth = (1.0 / (0.2 + 0.004 * x + 0.002 * y)).astype(np.float32)  # a plane: 1/z affine in pixels
+    hole = _square(H, W, 30, 30, 12)
+    out = inpaint.complete_depth(depth, hole)
+    np.testing.assert_allclose(out[hole], depth[hole], rtol=1e-4)
+
+
+def test_complete_depth_hole_inside_occluder_uses_what_it_has():
+    depth = np.full((H, W), 5.0, np.float32)
+    depth[10:50, 10:50] = 2.0
+    depth[0:4] = 0.0  # invalid rows are not used
+    hole = _square(H, W, 30, 30, 5)  # surrounded only by the occluder
+    out = inpaint.complete_depth(depth, hole)
+    np.testing.assert_allclose(out[hole], 2.0, rtol=1e-4)
+    assert np.all(out[0:4] == 0.0)
+    with pytest.raises(BadInputError):
+        inpaint.complete_depth(np.zeros((8, 8), np.float32), np.eye(8, dtype=bool))
+
+
+def test_control_depth_is_normalised_near_bright():
+    depth = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
+    control = inpaint.control_depth(depth)
+    assert control.shape == (2, 2, 3)
+    np.testing.assert_allclose(control[..., 0], [[1.0, 0.5], [0.0, 0.0]])
+
+
+# ------------------------------------------------------------------------------ diffusion (tiny)
+
+
+def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    image = np.random.default_rng(seed).random((H, W, 3), dtype=np.float32)
+    return image, _square(H, W, 32, 28, 12)
+
+
+@pytest.fixture(scope="module")
+def sd(ctx):
+    return inpaint.create("sd-inpaint", ctx, steps=2)
+
+
+def test_tiny_sd_inpaint_real_layout(ctx, sd):
+    folder = resolve_source(ctx, "sd-inpaint")
+    assert (folder / "model_index.json").is_file()
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert (folder / sub).is_dir(), sub
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert sd.pipe.unet.config.in_channels == 9  # the inpainting UNet: latent + mask + masked latent
+    assert type(sd.pipe).__name__ == "StableDiffusionInpaintPipeline"
+
+
+def test_tiny_sd_inpaint_contract(sd):
+    image, mask = _scene()
+    calls = []
+    a = sd.inpaint(image, mask, prompt="a room", seed=1, progress=lambda s, n: calls.append((s, n)))
+    assert a.shape == image.shape and a.dtype == np.float32
+    assert np.array_equal(a[~mask], image[~mask])
+    assert np.all((a >= 0) & (a <= 1))
+    assert calls and calls[-1][0] == calls[-1][1] and [s for s, _ in calls] == list(range(1, len(calls) + 1))
+    assert np.array_equal(a, sd.inpaint(image, mask, prompt="a room", seed=1))
+    assert not np.array_equal(a[mask], sd.inpaint(image, mask, prompt="a room", seed=2)[mask])
+
+
+def test_tiny_sd_inpaint_cancel_stops_early(sd):
+    image, mask = _scene()
+    calls = []
+    with pytest.raises(Cancelled):
+        sd.inpaint(image, mask, seed=1, progress=lambda s, n: calls.append((s, n)), should_stop=lambda: bool(calls))
+    assert len(calls) == 1 and calls[0][1] > 1  # stopped after the first of several steps
+    # The pipeline stays usable after a cancel.
+    assert sd.inpaint(image, mask, seed=1).shape == image.shape
+
+
+def test_tiny_sd_inpaint_odd_size(sd):
+    image = np.random.default_rng(3).random((50, 70, 3), dtype=np.float32)
+    mask = _square(50, 70, 25, 35, 10)
+    out = sd.inpaint(image, mask, seed=0)
+    assert out.shape == image.shape and np.array_equal(out[~mask], image[~mask])
+
+
+def test_tiny_controlnet_depth_inpaint(ctx):
+    folder = resolve_source(ctx, "controlnet-depth")
+    assert (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
+    backend = inpaint.create("sd-controlnet-depth", ctx, steps=2)
+    assert type(backend.pipe).__name__ == "StableDiffusionControlNetInpaintPipeline"
+    image, mask = _scene()
+    wall = np.full((H, W), 4.0, np.float32)
+    ramp = np.tile(np.linspace(1.0, 6.0, W, dtype=np.float32), (H, 1))
+    a = backend.inpaint(image, mask, depth=wall, seed=5)
+    assert np.array_equal(a[~mask], image[~mask])
+    assert np.array_equal(a, backend.inpaint(image, mask, depth=wall, seed=5))
+    # The depth reaches the ControlNet: another depth map, same seed, another fill.
+    assert not np.array_equal(a[mask], backend.inpaint(image, mask, depth=ramp, seed=5)[mask])
+    with pytest.raises(BadInputError):
+        backend.inpaint(image, mask)
+    with pytest.raises(Cancelled):
+        backend.inpaint(image, mask, depth=wall, should_stop=lambda: True)
+
+
+def test_full_profile_offline_names_ids_and_local_override(ctx):
+    full = get_profile("full")
+    offline_ctx = BackendContext(profile=full, cache_dir=ctx.cache_dir, allow_download=False, warn=lambda s: None, note=lambda s: None)
+    with pytest.raises(MissingModelError) as info:
+        inpaint.create("sd-inpaint", offline_ctx)
+    message = str(info.value)
+    assert "stable-diffusion-v1-5/stable-diffusion-inpainting" in message
+    assert "sd-legacy/stable-diffusion-inpainting" in message
+    # A local folder in the diffusers layout loads through the same code as a Hub snapshot.
+    local = BackendContext(
+        profile=full,
+        cache_dir=ctx.cache_dir,
+        allow_download=False,
+        model_overrides={"sd-inpaint": str(resolve_source(ctx, "sd-inpaint"))},
+    )
+    backend = inpaint.create("sd-inpaint", local, steps=2)
+    image, mask = _scene()
+    assert np.array_equal(backend.inpaint(image, mask, seed=0)[~mask], image[~mask])

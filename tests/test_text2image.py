@@ -1,0 +1,59 @@
+"""Text input with a tiny Stable Diffusion (random weights: the image means nothing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import text2image
+from engine.errors import BadInputError, Cancelled
+from engine.models import resolve_source
+from engine.profiles import BackendContext, get_profile
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("gen3d-cache")
+    return BackendContext(profile=get_profile("tiny"), cache_dir=str(cache), allow_download=False, warn=lambda s: None, note=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def t2i(ctx):
+    return text2image.create("sd", ctx, steps=2)
+
+
+def test_real_layout(ctx, t2i):
+    folder = resolve_source(ctx, "sd")
+    assert (folder / "model_index.json").is_file()
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert (folder / sub).is_dir(), sub
+    assert type(t2i.pipe).__name__ == "StableDiffusionPipeline"
+    assert t2i.pipe.unet.config.in_channels == 4
+
+
+def test_generate_size_seed_progress(t2i):
+    calls = []
+    a = t2i.generate("a castle on a hill", width=64, height=64, seed=3, progress=lambda s, n: calls.append((s, n)))
+    assert a.shape == (64, 64, 3) and a.dtype == np.float32
+    assert np.all((a >= 0) & (a <= 1))
+    assert calls and calls[-1][0] == calls[-1][1]
+    assert np.array_equal(a, t2i.generate("a castle on a hill", width=64, height=64, seed=3))
+    assert not np.array_equal(a, t2i.generate("a castle on a hill", width=64, height=64, seed=4))
+    # Any size: generated at the next size the UNet takes, centre-cropped.
+    assert t2i.generate("a castle", width=70, height=50, seed=0).shape == (50, 70, 3)
+
+
+def test_cancel_and_bad_input(t2i):
+    calls = []
+    with pytest.raises(Cancelled):
+        t2i.generate("a castle", width=64, height=64, progress=lambda s, n: calls.append(s), should_stop=lambda: bool(calls))
+    assert calls == [1]
+    with pytest.raises(BadInputError):
+        t2i.generate("   ")
+    with pytest.raises(ValueError):
+        text2image.create("dall-e", None)
