@@ -178,19 +178,48 @@ def _zbuffer(
     return torch.where(empty, torch.full_like(zbuf, -1), zbuf & 0xFFFFFFFF)
 
 
+def _fill_gaps(index: torch.Tensor, depth: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Fill one-pixel cracks: index [H, W] (-1 = empty), depth [H, W] of each pixel's point."""
+    height, width = index.shape
+    big = torch.finfo(depth.dtype).max
+    pad_index = torch.nn.functional.pad(index[None], (1, 1, 1, 1), value=-1)[0]  # [H+2, W+2]
+    pad_depth = torch.nn.functional.pad(depth[None], (1, 1, 1, 1), value=0.0)[0]
+    best_depth = torch.full_like(depth, big)
+    filled = index.clone()
+    empty = index < 0
+    # Opposite neighbour pairs: horizontal, vertical and both diagonals.
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a_idx = pad_index[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+        b_idx = pad_index[1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
+        a_z = pad_depth[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+        b_z = pad_depth[1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
+        near_z = torch.minimum(a_z, b_z)
+        same_surface = (a_idx >= 0) & (b_idx >= 0) & ((a_z - b_z).abs() <= tolerance * near_z)
+        take = empty & same_surface & (near_z < best_depth)
+        filled = torch.where(take, torch.where(a_z <= b_z, a_idx, b_idx), filled)
+        best_depth = torch.where(take, near_z, best_depth)
+    return filled
+
+
 def render_points(
     points: PointCloud,
     camera: Camera,
     *,
     device: str | torch.device = "cpu",
     footprint_scale: float = 1.1,
+    gap_tolerance: float | None = 0.05,
     near: float = 1e-4,
 ) -> PointRender:
     """Render points into ``camera`` with a z-buffer: colour, depth and hole mask (numpy).
 
     ``footprint_scale`` enlarges each splat a little beyond its pixel footprint so neighbouring
-    splats overlap instead of leaving hairline gaps after a slight zoom.  Points nearer than
-    ``near`` (metres, in front of the camera) are ignored.
+    splats overlap instead of leaving hairline gaps after a slight zoom.  The footprint is
+    isotropic (it knows the distance, not the surface's slant), so a surface seen more
+    obliquely than in its source view (a floor seen from higher up) still leaves one-pixel
+    cracks; with ``gap_tolerance`` set, an empty pixel between two covered pixels whose depths
+    agree within that relative tolerance (one surface, so a sampling crack, not a
+    disocclusion) takes the nearer neighbour's point.  Points nearer than ``near`` (metres, in
+    front of the camera) are ignored.
     """
     device = _as_device(device)
     height, width = camera.height, camera.width
@@ -204,11 +233,18 @@ def render_points(
     xyz = torch.from_numpy(points.xyz).to(device)
     radius = torch.from_numpy(points.radius).to(device)
     index = _zbuffer(xyz, radius, camera, footprint_scale, near)  # [H*W]
+    w2c = torch.as_tensor(camera.world_to_camera, dtype=torch.float32, device=device)
+
+    def depth_of(index: torch.Tensor) -> torch.Tensor:  # z-depth of each pixel's point, 0 = none
+        z = xyz[index.clamp(min=0)] @ w2c[2, :3] + w2c[2, 3]
+        return torch.where(index >= 0, z, torch.zeros_like(z))
+
+    if gap_tolerance is not None:
+        index = _fill_gaps(index.reshape(height, width), depth_of(index).reshape(height, width), gap_tolerance)
+        index = index.reshape(-1)
     hit = index >= 0
     safe = index.clamp(min=0)
-    w2c = torch.as_tensor(camera.world_to_camera, dtype=torch.float32, device=device)
-    z = xyz[safe] @ w2c[2, :3] + w2c[2, 3]  # [H*W] z-depth of the winner
-    depth = torch.where(hit, z, torch.zeros_like(z))
+    depth = depth_of(index)
     rgb = torch.from_numpy(points.rgb).to(device)[safe] * hit[:, None]
     return PointRender(
         image=rgb.reshape(height, width, 3).cpu().numpy(),

@@ -63,9 +63,12 @@ def test_round_trip_same_camera_reproduces_image_and_depth():
     depth, hits = raycast(camera, [WALL, CARD])
     image = texture(hits)
     points = unproject(camera, image, depth)
-    render = render_points(points, camera)
+    render = render_points(points, camera, gap_tolerance=None)
     edges = depth_edges(depth)
     assert np.array_equal(render.hole_mask, edges)  # only the dropped edge ring is missing
+    # Crack filling only ever fills (here: ring pixels between two wall pixels at the corners).
+    filled = render_points(points, camera)
+    assert not np.any(filled.hole_mask & ~edges) and filled.hole_mask.sum() > 0.9 * edges.sum()
     seen = ~render.hole_mask
     np.testing.assert_allclose(render.depth[seen], depth[seen], rtol=1e-5)
     np.testing.assert_allclose(render.image[seen], image[seen], atol=1e-6)
@@ -186,3 +189,22 @@ def test_deduplicate_keeps_only_newly_seen_points():
     assert len(kept) == 2 and np.allclose(kept.xyz, new_object.xyz)
     merged = merge(existing, PointCloud.concat([again, new_object]), camera)
     assert len(merged) == len(existing) + 2
+
+
+def test_one_pixel_cracks_within_a_surface_are_filled_but_not_across_depth_edges():
+    camera = camera_at()
+    depth = np.full((HEIGHT, WIDTH), 3.0, np.float32)
+    depth[:, WIDTH // 2 :] = 6.0
+    image = np.ones((HEIGHT, WIDTH, 3), np.float32)
+    keep = np.zeros((HEIGHT, WIDTH), bool)
+    keep[:, ::2] = True  # every other column: one-pixel cracks everywhere
+    points = unproject(camera, image, depth, keep, edge_threshold=None)
+    cracked = render_points(points, camera, gap_tolerance=None)
+    assert cracked.hole_mask[:, 1::2].all()
+    filled = render_points(points, camera)
+    # Column WIDTH/2 - 1 sits between 3 m and 6 m: a disocclusion, left empty; the last column
+    # has no right neighbour.
+    expected = np.zeros((HEIGHT, WIDTH), bool)
+    expected[:, [WIDTH // 2 - 1, WIDTH - 1]] = True
+    assert np.array_equal(filled.hole_mask, expected)
+    np.testing.assert_allclose(filled.depth[:, 1 : WIDTH // 2 - 1], 3.0, rtol=1e-6)
