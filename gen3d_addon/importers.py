@@ -67,33 +67,45 @@ def world_from_engine(job_dir: Path | str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _columns(vertices: np.ndarray, names: list[str]) -> np.ndarray:
-    missing = [name for name in names if name not in vertices.dtype.names]
+def columns(vertices: np.ndarray) -> dict[str, np.ndarray]:
+    """Each property of a PLY vertex array as a contiguous float32 column.
+
+    A 3DGS file is 62 float32 per row; reading a column is a strided walk over the whole file,
+    so a homogeneous array is transposed in row blocks that fit in cache (4x faster at 1M).
+    """
+    names = vertices.dtype.names
+    if all(vertices.dtype[name] == np.dtype("<f4") for name in names) and vertices.dtype.itemsize == 4 * len(names):
+        rows = vertices.view("<f4").reshape(len(vertices), len(names))
+        table = np.empty((len(names), len(vertices)), np.float32)
+        for start in range(0, len(vertices), 4096):
+            table[:, start:start + 4096] = rows[start:start + 4096].T
+        return dict(zip(names, table))
+    return {name: vertices[name].astype(np.float32) for name in names}
+
+
+def _stack(table: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    missing = [name for name in names if name not in table]
     if missing:
         raise ply.PlyError(f"PLY lacks the properties {', '.join(missing)}")
-    return np.stack([vertices[name].astype(np.float32) for name in names], axis=1)
-
-
-def _f_rest_names(vertices: np.ndarray) -> list[str]:
-    names = [name for name in vertices.dtype.names if name.startswith("f_rest_")]
-    return sorted(names, key=lambda name: int(name[len("f_rest_"):]))
+    return np.stack([table[name] for name in names], axis=1)
 
 
 def read_gaussians(path: Path | str) -> dict[str, np.ndarray]:
     """A standard 3DGS PLY, activated: xyz [N,3], color [N,3], opacity [N], scale [N,3],
-    rot [N,4] (w, x, y, z, unit), f_rest [N,K] (raw, K may be 0)."""
-    vertices = ply.read_vertices(path)
-    rot = _columns(vertices, ["rot_0", "rot_1", "rot_2", "rot_3"])
+    rot [N,4] (w, x, y, z, unit), f_rest [K][N] (raw columns, K may be 0)."""
+    table = columns(ply.read_vertices(path))
+    rot = _stack(table, ["rot_0", "rot_1", "rot_2", "rot_3"])
     norm = np.linalg.norm(rot, axis=1, keepdims=True)
     rot = np.where(norm > 0, rot / np.maximum(norm, 1e-12), np.array([1.0, 0, 0, 0], np.float32))
-    opacity = _columns(vertices, ["opacity"])[:, 0]
+    opacity = _stack(table, ["opacity"])[:, 0]
+    rest = sorted((name for name in table if name.startswith("f_rest_")), key=lambda name: int(name[7:]))
     return {
-        "xyz": _columns(vertices, ["x", "y", "z"]),
-        "color": 0.5 + SH_C0 * _columns(vertices, ["f_dc_0", "f_dc_1", "f_dc_2"]),
+        "xyz": _stack(table, ["x", "y", "z"]),
+        "color": 0.5 + SH_C0 * _stack(table, ["f_dc_0", "f_dc_1", "f_dc_2"]),
         "opacity": (1.0 / (1.0 + np.exp(-opacity))).astype(np.float32),
-        "scale": np.exp(_columns(vertices, ["scale_0", "scale_1", "scale_2"])),
+        "scale": np.exp(_stack(table, ["scale_0", "scale_1", "scale_2"])),
         "rot": rot.astype(np.float32),
-        "f_rest": _columns(vertices, _f_rest_names(vertices)) if _f_rest_names(vertices) else np.zeros((len(vertices), 0), np.float32),
+        "f_rest": [table[name] for name in rest],
     }
 
 
@@ -101,22 +113,22 @@ def write_gaussians(path: Path | str, gaussians: dict[str, np.ndarray]) -> None:
     """Inverse of read_gaussians: a standard 3DGS PLY, pre-activation, as viewers expect."""
     xyz = np.asarray(gaussians["xyz"], np.float32)
     count = len(xyz)
-    f_rest = np.asarray(gaussians.get("f_rest", np.zeros((count, 0))), np.float32).reshape(count, -1)
+    f_rest = gaussians.get("f_rest", [])
     opacity = np.clip(np.asarray(gaussians["opacity"], np.float64), 1e-7, 1 - 1e-7)
-    columns = {
+    fields = {
         "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
         "nx": np.zeros(count), "ny": np.zeros(count), "nz": np.zeros(count),
     }
     f_dc = (np.asarray(gaussians["color"], np.float64) - 0.5) / SH_C0
-    columns.update({f"f_dc_{i}": f_dc[:, i] for i in range(3)})
-    columns.update({f"f_rest_{i}": f_rest[:, i] for i in range(f_rest.shape[1])})
-    columns["opacity"] = np.log(opacity / (1.0 - opacity))
+    fields.update({f"f_dc_{i}": f_dc[:, i] for i in range(3)})
+    fields.update({f"f_rest_{i}": column for i, column in enumerate(f_rest)})
+    fields["opacity"] = np.log(opacity / (1.0 - opacity))
     log_scale = np.log(np.maximum(np.asarray(gaussians["scale"], np.float64), 1e-30))
-    columns.update({f"scale_{i}": log_scale[:, i] for i in range(3)})
+    fields.update({f"scale_{i}": log_scale[:, i] for i in range(3)})
     rot = np.asarray(gaussians["rot"], np.float64)
-    columns.update({f"rot_{i}": rot[:, i] for i in range(4)})
-    data = np.empty(count, dtype=[(name, "<f4") for name in columns])
-    for name, column in columns.items():
+    fields.update({f"rot_{i}": rot[:, i] for i in range(4)})
+    data = np.empty(count, dtype=[(name, "<f4") for name in fields])
+    for name, column in fields.items():
         data[name] = column
     ply.write_vertices(path, data)
 
@@ -404,8 +416,8 @@ def gaussians_object(name: str, gaussians: dict[str, np.ndarray]) -> bpy.types.O
     set_attribute(mesh, "opacity", gaussians["opacity"])
     set_attribute(mesh, "scale", gaussians["scale"])
     set_attribute(mesh, "rot", gaussians["rot"], kind="QUATERNION")
-    for i in range(gaussians["f_rest"].shape[1]):
-        set_attribute(mesh, f"f_rest_{i}", gaussians["f_rest"][:, i])
+    for i, column in enumerate(gaussians["f_rest"]):
+        set_attribute(mesh, f"f_rest_{i}", column)
     obj = _tagged_object(name, mesh)
     modifier = nodes.ensure_modifier(obj, gaussians_group(), GAUSSIANS_GROUP)
     nodes.set_modifier_input(modifier, "Viewport Fraction", _default_fraction(len(mesh.vertices)))
@@ -417,7 +429,6 @@ def gaussians_from_object(obj: bpy.types.Object) -> dict[str, np.ndarray]:
     mesh = obj.data
     if not isinstance(mesh, bpy.types.Mesh) or not all(n in mesh.attributes for n in ("color", "opacity", "scale", "rot")):
         raise ValueError(f"{obj.name!r} holds no Gaussians (attributes color, opacity, scale, rot)")
-    count = len(mesh.vertices)
     rest = sorted((n for n in mesh.attributes.keys() if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
     return {
         "xyz": get_attribute(mesh, "position"),
@@ -425,7 +436,7 @@ def gaussians_from_object(obj: bpy.types.Object) -> dict[str, np.ndarray]:
         "opacity": get_attribute(mesh, "opacity"),
         "scale": get_attribute(mesh, "scale"),
         "rot": get_attribute(mesh, "rot"),
-        "f_rest": np.stack([get_attribute(mesh, n) for n in rest], axis=1) if rest else np.zeros((count, 0), np.float32),
+        "f_rest": [get_attribute(mesh, n) for n in rest],
     }
 
 
@@ -435,15 +446,16 @@ _POINT_FIELDS = {"x", "y", "z", "nx", "ny", "nz", "red", "green", "blue", "alpha
 def points_object(name: str, vertices: np.ndarray) -> bpy.types.Object:
     """A mesh of loose points from a coloured point PLY (x y z red green blue [radius, confidence...]);
     every other scalar property becomes an attribute of the same name."""
-    xyz = _columns(vertices, ["x", "y", "z"])
-    rgb = _columns(vertices, ["red", "green", "blue"])
+    table = columns(vertices)
+    xyz = _stack(table, ["x", "y", "z"])
+    rgb = _stack(table, ["red", "green", "blue"])
     if vertices.dtype["red"].kind in "ui":
         rgb = rgb / float(np.iinfo(vertices.dtype["red"]).max)
     mesh = point_mesh(name, xyz)
     set_attribute(mesh, "color", _rgba(rgb))
     for field in vertices.dtype.names:
         if field not in _POINT_FIELDS:
-            set_attribute(mesh, field, vertices[field].astype(np.float32))
+            set_attribute(mesh, field, table[field])
     if "radius" not in vertices.dtype.names and len(xyz):
         # No footprint stored: a small share of the extent so the points are visible at all.
         extent = float(np.linalg.norm(xyz.max(axis=0) - xyz.min(axis=0)))
