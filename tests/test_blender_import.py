@@ -240,3 +240,19 @@ def test_replace_and_new_keep_user_objects(clean_scene, addon, tmp_path):
 
 def first_name(job_dir):
     return f"Gen3D {job_dir.resolve().name}"
+
+
+def test_job_with_points_and_gaussians_shows_gaussians(clean_scene, addon, tmp_path):
+    import bpy
+
+    importers, ply = addon.gen3d_addon.importers, addon.gen3d_addon.ply
+    g = _random_gaussians(10)
+    _gaussian_file(ply, tmp_path / "gaussians.ply", g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"])
+    points = np.zeros(10, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    points["z"] = np.arange(10)
+    ply.write_vertices(tmp_path / "points.ply", points)
+    collection = importers.import_job(bpy.context, tmp_path, mode="REPLACE")
+    assert {o.name for o in collection.objects} == {"Gen3D World", "Gen3D Points", "Gen3D Gaussians"}
+    assert collection.objects["Gen3D Points"].hide_get() and collection.objects["Gen3D Points"].hide_render
+    assert not collection.objects["Gen3D Gaussians"].hide_get()
+    assert importers.get_attribute(collection.objects["Gen3D Points"].data, "radius").min() > 0  # made up: none stored
