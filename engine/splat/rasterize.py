@@ -218,17 +218,22 @@ def _pairs(ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: i
     pixel, in the order of ``ids`` (front to back).  Returns ``(pixel [M], gaussian [M])`` int64."""
     w = (x1 - x0).clamp_min(0)
     counts = w * (y1 - y0).clamp_min(0)
-    keep = counts > 0
-    ids, x0, y0, w, counts = ids[keep], x0[keep], y0[keep], w[keep], counts[keep]
-    if ids.numel() == 0:
+    keep = torch.nonzero(counts > 0).squeeze(1)
+    if keep.numel() == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=ids.device)
         return empty, empty
-    owner = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts)  # [M]
+    counts = counts.index_select(0, keep)
     start = torch.cumsum(counts, 0) - counts
-    k = torch.arange(len(owner), device=ids.device) - start[owner]
-    pixel = (y0[owner] + k // w[owner]) * width + x0[owner] + k % w[owner]
+    # one gather of each box's (x0, y0, width, first pair, Gaussian id) per pair
+    table = torch.stack([x0, y0, w, ids], 1).index_select(0, keep)
+    table = torch.cat([table, start[:, None]], 1)  # [n, 5]
+    owner = torch.repeat_interleave(torch.arange(len(keep), device=ids.device), counts)  # [M]
+    box = table.index_select(0, owner)  # [M, 5]
+    k = torch.arange(len(owner), device=ids.device) - box[:, 4]
+    row = torch.div(k, box[:, 2], rounding_mode="floor")
+    pixel = (box[:, 1] + row) * width + box[:, 0] + (k - row * box[:, 2])
     pixel, order = torch.sort(pixel, stable=True)
-    return pixel, ids[owner[order]]
+    return pixel, box[:, 3].index_select(0, order)
 
 
 def _composite(pixel, gauss, means2d, conics, opacities, features, n_pixels):
@@ -239,10 +244,10 @@ def _composite(pixel, gauss, means2d, conics, opacities, features, n_pixels):
     """
     table = torch.cat([means2d, conics, opacities[:, None]], dim=1)  # [N, 6]: x, y, conic a b c, opacity
 
-    def alphas(table, pixel, gauss):
+    def alphas(table, centre, gauss):
         g = table.index_select(0, gauss)  # [M, 6]
-        dx = g[:, 0] - ((pixel % n_pixels[1]).to(table.dtype) + 0.5)
-        dy = g[:, 1] - ((pixel // n_pixels[1]).to(table.dtype) + 0.5)
+        dx = g[:, 0] - centre[:, 0]
+        dy = g[:, 1] - centre[:, 1]
         sigma = 0.5 * (g[:, 2] * dx * dx + g[:, 4] * dy * dy) + g[:, 3] * dx * dy
         return sigma, torch.clamp_max(g[:, 5] * torch.exp(-sigma), ALPHA_MAX)
 
@@ -250,22 +255,25 @@ def _composite(pixel, gauss, means2d, conics, opacities, features, n_pixels):
         # Segmented exclusive cumulative product of (1 - alpha) per pixel, in log space and
         # float64 so long runs of pairs lose no precision.
         log_keep = torch.log1p(-alpha).double()
-        inclusive = torch.cumsum(log_keep, 0)
-        exclusive = inclusive - log_keep
+        exclusive = torch.cumsum(log_keep, 0) - log_keep
         first = torch.ones_like(pixel, dtype=torch.bool)
         first[1:] = pixel[1:] != pixel[:-1]
-        segment = torch.cumsum(first.long(), 0) - 1
+        segment = torch.cumsum(first, 0) - 1
         return torch.exp(exclusive - exclusive[first].index_select(0, segment)).to(alpha.dtype)
 
+    def take(keep, *tensors):
+        idx = torch.nonzero(keep).squeeze(1)
+        return [t.index_select(0, idx) for t in tensors]
+
     with torch.no_grad():
-        sigma, alpha = alphas(table.detach(), pixel, gauss)
-        valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-        pixel, gauss, alpha = pixel[valid], gauss[valid], alpha[valid]
+        centre = torch.stack([pixel % n_pixels[1], torch.div(pixel, n_pixels[1], rounding_mode="floor")], 1)
+        centre = centre.to(table.dtype) + 0.5  # [M, 2] pixel centres
+        sigma, alpha = alphas(table.detach(), centre, gauss)
+        pixel, gauss, centre, alpha = take((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), pixel, gauss, centre, alpha)
         # transmittance after each sample; samples are taken while it stays above T_STOP
         # (monotone per pixel, so this keeps a prefix of every pixel's list).
-        taken = exclusive_transmittance(pixel, alpha) * (1 - alpha) > T_STOP
-        pixel, gauss = pixel[taken], gauss[taken]
-    _, alpha = alphas(table, pixel, gauss)
+        pixel, gauss, centre = take(exclusive_transmittance(pixel, alpha) * (1 - alpha) > T_STOP, pixel, gauss, centre)
+    _, alpha = alphas(table, centre, gauss)
     weight = alpha * exclusive_transmittance(pixel, alpha)  # [M]
     total = n_pixels[0] * n_pixels[1]
     out = torch.zeros(total, features.shape[1], dtype=features.dtype, device=features.device)
