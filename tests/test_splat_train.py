@@ -83,6 +83,8 @@ def test_masked_loss_ignores_pixels_outside_the_mask():
     l1 = masked_loss(render, target, mask, ssim_lambda=0.0)
     assert torch.isclose(l1, (render - target).abs()[mask].mean())
     assert masked_loss(target, target, mask) == 0
+    full = torch.ones(20, 20, dtype=torch.bool)
+    assert torch.isclose(masked_loss(render, target, full), masked_loss(render, target, None), atol=1e-6)
 
 
 def test_init_gaussians_colour_scale_and_knn_fallback():

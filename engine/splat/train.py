@@ -20,7 +20,7 @@ from torch import Tensor
 from ..cameras import Camera, rigid_inverse, transform_points
 from ..errors import Cancelled
 from .gaussians import Gaussians, rgb_to_sh0, sh_coeff_count
-from .rasterize import rasterize
+from .rasterize import rasterize, resolve_backend
 from .ssim import ssim_map
 
 
@@ -68,12 +68,16 @@ class TrainView:
     mask: np.ndarray  # [H, W] bool, True where the image is to be matched
 
 
-def masked_loss(render: Tensor, target: Tensor, mask: Tensor, ssim_lambda: float = 0.2) -> Tensor:
-    """(1 - lambda) L1 + lambda (1 - SSIM) over the pixels where ``mask`` [H, W] is True.
+def masked_loss(render: Tensor, target: Tensor, mask: Tensor | None, ssim_lambda: float = 0.2) -> Tensor:
+    """(1 - lambda) L1 + lambda (1 - SSIM) over the pixels where ``mask`` [H, W] is True
+    (``None``: every pixel).
 
     Both images are zeroed outside the mask before SSIM, so neither the target there nor the
     render there enters the loss, also through SSIM's window at the mask's border.
     """
+    if mask is None:
+        l1 = (render - target).abs().mean()
+        return l1 if ssim_lambda == 0 else (1 - ssim_lambda) * l1 + ssim_lambda * (1 - ssim_map(render, target).mean())
     m = mask[..., None].to(render.dtype)  # [H, W, 1]
     count = mask.sum().clamp_min(1)
     l1 = ((render - target).abs() * m).sum() / (count * render.shape[-1])
@@ -192,18 +196,26 @@ def train_gaussians(
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=scale)
 
-    def tensors(view: TrainView) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        cam = view.camera
+    def tensors(view: TrainView) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        cam, mask = view.camera, np.asarray(view.mask, bool)
         return (torch.as_tensor(cam.world_to_camera, dtype=torch.float32, device=device),
                 torch.as_tensor(cam.K, dtype=torch.float32, device=device),
                 torch.as_tensor(np.asarray(view.image, np.float32)[..., :3], device=device),
-                torch.as_tensor(np.asarray(view.mask, bool), device=device))
+                None if mask.all() else torch.as_tensor(mask, device=device))  # None: the plain loss
+
+    # The strategy's per-step statistics cost a device sync; they are only needed while a
+    # refinement step is still ahead (gsplat refines at steps > start that are multiples of every).
+    last_refine = min(cfg.iterations, cfg.refine_stop_iter) - 1
+    last_refine -= last_refine % cfg.refine_every
+    if last_refine <= cfg.refine_start_iter:
+        last_refine = -1
+    backend = resolve_backend(cfg.backend, device)
 
     data = [tensors(v) for v in views]
     background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
     rng = np.random.default_rng(cfg.seed)
     order: list[int] = []
-    loss_value = float("nan")
+    last_loss = None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # DefaultStrategy's split samples from the global generator
         for step in range(cfg.iterations):
@@ -220,25 +232,27 @@ def train_gaussians(
             rgb, _, info = rasterize(
                 params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
                 torch.cat([params["sh0"], params["shN"]], 1), viewmat, K, cam.width, cam.height,
-                sh_degree=min(step // cfg.sh_degree_interval, cfg.sh_degree), backend=cfg.backend,
+                sh_degree=min(step // cfg.sh_degree_interval, cfg.sh_degree), backend=backend,
                 background=background,
             )
-            strategy.step_pre_backward(params, optimizers, state, step, info)
+            refining = step <= last_refine
+            if refining:
+                strategy.step_pre_backward(params, optimizers, state, step, info)
             loss = masked_loss(rgb, target, mask, cfg.ssim_lambda)
             if loss.requires_grad:  # nothing visible in this view: nothing to learn from it
                 loss.backward()
-                loss_value = float(loss.detach())
+                last_loss = loss.detach()
                 for opt in optimizers.values():
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-                if info["means2d"].grad is not None:
+                if refining and info["means2d"].grad is not None:
                     strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
             if progress is not None and ((step + 1) % cfg.progress_every == 0 or step + 1 == cfg.iterations):
                 progress((step + 1) / cfg.iterations)
     result = Gaussians(**{name: params[name].detach() for name in params})
     if stats is not None:
-        stats.update(steps=cfg.iterations, seconds=time.perf_counter() - start, final_loss=loss_value,
-                     n_gaussians=len(result), scene_scale=scale)
+        stats.update(steps=cfg.iterations, seconds=time.perf_counter() - start, n_gaussians=len(result),
+                     final_loss=float("nan") if last_loss is None else float(last_loss), scene_scale=scale)
     return result
 
 
