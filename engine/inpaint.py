@@ -6,7 +6,7 @@
             progress=None, should_stop=None) -> image
 
 ``image`` float32 [H, W, 3] in 0..1, ``mask`` bool [H, W] (True = fill).  The result keeps
-every known pixel bit-exact and changes only the mask.  ``progress(step, total)`` is called
+every known pixel bit-exact and changes only the mask.  ``progress(fraction)`` (0..1) is called
 after each step; ``should_stop()`` is polled at the same points and, when it returns True,
 the call raises ``engine.errors.Cancelled``.
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import BadInputError, Cancelled
 
-Progress = Callable[[int, int], None] | None
+Progress = Callable[[float], None] | None  # fraction of the call done, 0..1
 ShouldStop = Callable[[], bool] | None
 
 # What a Stable Diffusion repository needs fetched from the Hub: configs, tokenizer files and
@@ -224,7 +224,7 @@ class OpenCVInpainter:
             raise Cancelled("inpainting cancelled")
         filled = fill_holes(image, mask, radius=self.radius, method=self.method, band=self.band)
         if progress:
-            progress(1, 1)
+            progress(1.0)
         return _keep_known(image, mask, filled)
 
 
@@ -335,7 +335,7 @@ def step_callback(progress: Progress, should_stop: ShouldStop, what: str):
     def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         total = pipe.num_timesteps
         if progress:
-            progress(step + 1, total)
+            progress((step + 1) / total)
         if should_stop and should_stop():
             raise Cancelled(f"{what} cancelled after step {step + 1} of {total}")
         return callback_kwargs
@@ -395,7 +395,7 @@ class _DiffusionInpainter:
     name = ""
     model = "sd-inpaint"
 
-    def __init__(self, ctx, *, steps: int = 50, guidance: float = 7.5, strength: float = 1.0):
+    def __init__(self, ctx, *, steps: int = 30, guidance: float = 7.5, strength: float = 1.0):
         self.device = ctx.device
         self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)
         self.pipe = self._load(ctx)
@@ -403,7 +403,7 @@ class _DiffusionInpainter:
     def _load(self, ctx):
         raise NotImplementedError
 
-    def _extra(self, depth: np.ndarray | None, shape: tuple[int, int]) -> dict:
+    def _extra(self, depth: np.ndarray | None, mask: np.ndarray, shape: tuple[int, int]) -> dict:
         return {}
 
     def inpaint(self, image, mask, *, depth=None, prompt="", negative_prompt="", seed=0, progress=None, should_stop=None):
@@ -430,7 +430,7 @@ class _DiffusionInpainter:
             generator=generator(seed),
             output_type="np",
             callback_on_step_end=step_callback(progress, should_stop, self.name),
-            **self._extra(depth, padded.shape[:2]),
+            **self._extra(depth, mask, padded.shape[:2]),
         ).images[0]
         return _keep_known(image, mask, np.asarray(result, np.float32)[:h, :w])
 
@@ -476,8 +476,9 @@ def control_depth(depth: np.ndarray) -> np.ndarray:
 class ControlNetDepthInpainter(_DiffusionInpainter):
     """SD inpainting guided by a depth ControlNet (models ``sd-inpaint`` + ``controlnet-depth``).
 
-    ``depth`` must be the completed depth of the layer being filled (``complete_depth``), so
-    the ControlNet sees the surface that continues behind the removed foreground.
+    Inside the mask, ``depth`` is replaced by ``complete_depth(depth, mask)``: the depth there
+    is the removed foreground's (or none), and the ControlNet must see the surface that
+    continues behind it, or it would paint the foreground back.
     """
 
     name = "sd-controlnet-depth"
@@ -496,12 +497,10 @@ class ControlNetDepthInpainter(_DiffusionInpainter):
         sd_path = resolve_source(ctx, self.model, allow_patterns=SD_FILES)
         return load_sd_pipeline(StableDiffusionControlNetInpaintPipeline, sd_path, ctx.device, controlnet=controlnet)
 
-    def _extra(self, depth, shape):
+    def _extra(self, depth, mask, shape):
         if depth is None:
-            raise BadInputError("sd-controlnet-depth needs the depth of the region it fills")
-        control = _pad_to(control_depth(depth), size_multiple(self.pipe))
-        if control.shape[:2] != shape:
-            raise BadInputError(f"sd-controlnet-depth: depth {np.shape(depth)} does not match the image")
+            raise BadInputError("sd-controlnet-depth needs the depth of the image it fills")
+        control = _pad_to(control_depth(complete_depth(depth, mask)), size_multiple(self.pipe))
         return {"control_image": control[None], "controlnet_conditioning_scale": self.conditioning_scale}
 
 

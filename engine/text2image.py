@@ -1,7 +1,8 @@
 """Text input: the first image from a prompt, with a diffusers text-to-image pipeline.
 
 ``create(name, ctx, **options) -> TextToImage``; ``generate(prompt, *, width, height,
-negative_prompt, seed, progress, should_stop) -> float32 [height, width, 3]`` in 0..1.
+negative_prompt, seed, progress, should_stop) -> float32 [height, width, 3]`` in 0..1;
+``progress(fraction)`` after each step, ``should_stop()`` polled there (raises Cancelled).
 
 Backend ``sd``: ``StableDiffusionPipeline`` with model ``sd`` (a Hugging Face id, a local
 folder in the diffusers layout, or ``tiny:sd``).  The camera of the generated image is set
@@ -22,7 +23,7 @@ class SDTextToImage:
     name = "sd"
     model = "sd"
 
-    def __init__(self, ctx, *, steps: int = 50, guidance: float = 7.5):
+    def __init__(self, ctx, *, steps: int = 30, guidance: float = 7.5):
         from diffusers import StableDiffusionPipeline
 
         from .models import resolve_source

@@ -24,6 +24,17 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared CPU: one thread avoids oversubscription stalls (10x here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
     cache = tmp_path_factory.mktemp("gen3d-cache")
@@ -91,8 +102,8 @@ def test_opencv_cancel_and_progress(ctx):
     with pytest.raises(Cancelled):
         backend.inpaint(image, mask, should_stop=lambda: True)
     calls = []
-    backend.inpaint(image, mask, progress=lambda s, n: calls.append((s, n)))
-    assert calls == [(1, 1)]
+    backend.inpaint(image, mask, progress=calls.append)
+    assert calls == [1.0]
 
 
 # ------------------------------------------------------------------------------ depth completion
@@ -161,11 +172,11 @@ def test_tiny_sd_inpaint_real_layout(ctx, sd):
 def test_tiny_sd_inpaint_contract(sd):
     image, mask = _scene()
     calls = []
-    a = sd.inpaint(image, mask, prompt="a room", seed=1, progress=lambda s, n: calls.append((s, n)))
+    a = sd.inpaint(image, mask, prompt="a room", seed=1, progress=calls.append)
     assert a.shape == image.shape and a.dtype == np.float32
     assert np.array_equal(a[~mask], image[~mask])
     assert np.all((a >= 0) & (a <= 1))
-    assert calls and calls[-1][0] == calls[-1][1] and [s for s, _ in calls] == list(range(1, len(calls) + 1))
+    assert len(calls) >= 2 and calls[-1] == 1.0 and calls == sorted(calls)  # one report per step
     assert np.array_equal(a, sd.inpaint(image, mask, prompt="a room", seed=1))
     assert not np.array_equal(a[mask], sd.inpaint(image, mask, prompt="a room", seed=2)[mask])
 
@@ -174,8 +185,8 @@ def test_tiny_sd_inpaint_cancel_stops_early(sd):
     image, mask = _scene()
     calls = []
     with pytest.raises(Cancelled):
-        sd.inpaint(image, mask, seed=1, progress=lambda s, n: calls.append((s, n)), should_stop=lambda: bool(calls))
-    assert len(calls) == 1 and calls[0][1] > 1  # stopped after the first of several steps
+        sd.inpaint(image, mask, seed=1, progress=calls.append, should_stop=lambda: bool(calls))
+    assert len(calls) == 1 and calls[0] < 1.0  # stopped after the first of several steps
     # The pipeline stays usable after a cancel.
     assert sd.inpaint(image, mask, seed=1).shape == image.shape
 
@@ -195,11 +206,15 @@ def test_tiny_controlnet_depth_inpaint(ctx):
     image, mask = _scene()
     wall = np.full((H, W), 4.0, np.float32)
     ramp = np.tile(np.linspace(1.0, 6.0, W, dtype=np.float32), (H, 1))
+    occluded = wall.copy()
+    occluded[mask] = 1.0  # the foreground in front of the wall, to be removed
     a = backend.inpaint(image, mask, depth=wall, seed=5)
     assert np.array_equal(a[~mask], image[~mask])
     assert np.array_equal(a, backend.inpaint(image, mask, depth=wall, seed=5))
     # The depth reaches the ControlNet: another depth map, same seed, another fill.
     assert not np.array_equal(a[mask], backend.inpaint(image, mask, depth=ramp, seed=5)[mask])
+    # ...but the depth inside the hole does not: it is completed from the far side first.
+    assert np.array_equal(a, backend.inpaint(image, mask, depth=occluded, seed=5))
     with pytest.raises(BadInputError):
         backend.inpaint(image, mask)
     with pytest.raises(Cancelled):

@@ -19,6 +19,17 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared CPU: one thread avoids oversubscription stalls (10x here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
     cache = tmp_path_factory.mktemp("gen3d-cache")
