@@ -35,16 +35,16 @@ Progress = Callable[[float], None] | None  # fraction of the call done, 0..1
 ShouldStop = Callable[[], bool] | None
 
 # What a Stable Diffusion repository needs fetched from the Hub: configs, tokenizer files and
-# the safetensors weights of the components we load (not the .ckpt/.bin duplicates, not the
-# safety checker, which we do not load).
+# the full-precision safetensors of the components we load (cast to fp16 on load), not the
+# .ckpt/.bin/fp16 duplicates nor the safety checker, which we do not load.
 SD_FILES = (
     "*.json",
     "*.txt",
-    "unet/diffusion_pytorch_model*.safetensors",
-    "vae/diffusion_pytorch_model*.safetensors",
-    "text_encoder/model*.safetensors",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/diffusion_pytorch_model.safetensors",
+    "text_encoder/model.safetensors",
 )
-CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model*.safetensors")
+CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 
 
 class Inpainter(Protocol):

@@ -129,8 +129,9 @@ class ColourStatsPrompter:
         return background_prompt(self.category(image), dominant_colours(image, max_colours=self.max_colours))
 
 
-# What a CLIP repository needs fetched: configs, tokenizer and processor files, weights.
-CLIP_FILES = ("*.json", "*.txt", "model.safetensors")
+# What a CLIP repository needs fetched: configs, tokenizer and processor files, and the
+# PyTorch weights (older repos such as openai/clip-vit-base-patch32 may hold only the .bin).
+CLIP_FILES = ("*.json", "*.txt", "model.safetensors", "pytorch_model.bin")
 
 
 class ClipPrompter(ColourStatsPrompter):
