@@ -380,7 +380,7 @@ def size_multiple(pipe) -> int:
 
 
 def _pad_to(array: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflect-pad bottom/right so both sides divide by ``multiple`` (the known context stays unresampled)."""
+    """Mirror-pad bottom/right so both sides divide by ``multiple`` (the known context stays unresampled)."""
     h, w = array.shape[:2]
     ph, pw = -h % multiple, -w % multiple
     if not (ph or pw):
@@ -396,7 +396,6 @@ class _DiffusionInpainter:
     model = "sd-inpaint"
 
     def __init__(self, ctx, *, steps: int = 30, guidance: float = 7.5, strength: float = 1.0):
-        self.device = ctx.device
         self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)
         self.pipe = self._load(ctx)
 
