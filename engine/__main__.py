@@ -20,6 +20,7 @@ from . import __version__, protocol
 from .cameras import Camera, CameraError
 from .errors import BadInputError, Cancelled, Gen3DError, MissingModelError
 from .profiles import PROFILES, ProfileError
+from .trajectory import TrajectoryError
 
 log = logging.getLogger("engine")
 
@@ -129,7 +130,7 @@ def prepare_job(args: argparse.Namespace) -> Path:
         from . import trajectory
 
         data = _read_json(args.trajectory, "trajectory")
-        trajectory.cameras_from_dict(data)  # validates
+        trajectory.parse_trajectory(data, f"trajectory {args.trajectory}")  # validates
         request["trajectory"] = data
     request["settings"] = _settings_from_args(args)
     request["models"] = _parse_pairs(args.model, "--model")
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return protocol.EXIT_CANCELLED
     except MissingModelError as exc:
         return _fail(events, exc, protocol.EXIT_MISSING_MODEL)
-    except (Gen3DError, protocol.ProtocolError, CameraError, ProfileError) as exc:
+    except (Gen3DError, protocol.ProtocolError, CameraError, ProfileError, TrajectoryError) as exc:
         return _fail(events, exc, protocol.EXIT_BAD_INPUT)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, log, exit non-zero
         if _is_out_of_memory(exc):

@@ -79,6 +79,8 @@ class Run:
             options: dict[str, Any] = {}
             if name == "given":
                 options["depth"] = self.cache["input_depth"]
+            if slot in ("background_inpaint", "expansion_inpaint", "text_to_image") and name != "opencv":
+                options.update(steps=self.settings.inpaint_steps, guidance=self.settings.guidance)
             if slot == "layers":
                 from .segment import LayerSettings
                 from .settings import LAYER_FIELDS
@@ -240,7 +242,7 @@ def expansion_cameras(run: Run, input_camera: cameras.Camera, depth: np.ndarray)
 
     settings = run.settings
     if run.request.get("trajectory"):
-        path = trajectory.cameras_from_dict(run.request["trajectory"])
+        path = trajectory.parse_trajectory(run.request["trajectory"], "the job's trajectory")
         reference = cameras.Camera.from_dict(run.request["camera"]) if run.request.get("camera") else path[0]
         path = cameras.relative_to(path, reference)
         for camera in path:
@@ -248,13 +250,10 @@ def expansion_cameras(run: Run, input_camera: cameras.Camera, depth: np.ndarray)
                 raise BadInputError("trajectory cameras must have the input image's aspect ratio")
         path = [camera.resized(input_camera.width, input_camera.height) for camera in path]
     else:
-        valid = depth[depth > 0]
+        # Presets that sweep an angle take the setting; distance presets scale with the scene.
+        sweep = {"angle": settings.preset_angle} if settings.preset in ("orbit", "look-around") else {}
         path = trajectory.preset(
-            settings.preset,
-            input_camera,
-            settings.steps + 1,
-            scene_depth=float(np.median(valid)),
-            angle=settings.preset_angle,
+            settings.preset, input_camera, settings.steps + 1, scene_depth=float(np.median(depth[depth > 0])), **sweep
         )
     # The input view is already generated: a path that starts there does not repeat it.
     if path and np.allclose(path[0].world_to_camera, input_camera.world_to_camera, atol=1e-6):
@@ -331,7 +330,13 @@ def stage_splat(run: Run, out: Path) -> list[str]:
         views += make_reprojection_views(
             points, view_cameras, per_camera=settings.reprojections, jitter_deg=settings.jitter_deg, seed=settings.seed
         )
-    config = SplatConfig(iterations=settings.iterations, sh_degree=settings.sh_degree, seed=settings.seed)
+    # The full recipe on a GPU; a few hundred steps at low SH degree on a CPU, unless set.
+    config = SplatConfig() if run.device.startswith("cuda") else SplatConfig.cpu_fast()
+    config.seed = settings.seed
+    if settings.iterations:
+        config.iterations = settings.iterations
+    if settings.sh_degree >= 0:
+        config.sh_degree = settings.sh_degree
     gaussians = train_gaussians(
         views,
         points,

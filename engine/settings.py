@@ -31,10 +31,10 @@ class Settings:
     sam_points_per_side: int = 32  # layers: SAM's automatic prompt grid
     inpaint_steps: int = 30  # diffusion steps per inpainting
     guidance: float = 7.5  # classifier-free guidance of the diffusion backends
-    iterations: int = 3000  # 3DGS optimisation steps (LucidDreamer uses ~3000)
+    iterations: int = 0  # 3DGS optimisation steps; 0: the recipe's default (~3000 on CUDA, 300 on CPU)
     reprojections: int = 5  # M: jittered reprojections of the points per generated view
     jitter_deg: float = 5.0  # pose jitter of those reprojections
-    sh_degree: int = 3  # spherical-harmonics degree of the Gaussians
+    sh_degree: int = -1  # spherical-harmonics degree of the Gaussians; -1: 3 on CUDA, 1 on CPU
     seed: int = 0
 
     def validate(self) -> "Settings":
@@ -50,7 +50,7 @@ class Settings:
             (1 <= self.inpaint_steps <= 1000, "inpaint_steps must be 1..1000"),
             (0 <= self.iterations <= 1_000_000, "iterations must be 0..1000000"),
             (0 <= self.reprojections <= 64, "reprojections must be 0..64"),
-            (0 <= self.sh_degree <= 3, "sh_degree must be 0..3"),
+            (-1 <= self.sh_degree <= 3, "sh_degree must be 0..3 (or -1: automatic)"),
             (self.seed >= 0, "seed must be >= 0"),
         ]
         for ok, message in checks:
@@ -101,7 +101,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "segment": LAYER_FIELDS,
     "inpaint": ("inpaint_steps", "guidance", "seed", "depth_edge_threshold"),
     "expand": ("steps", "preset", "preset_angle", "inpaint_steps", "guidance", "seed", "depth_edge_threshold"),
-    "splat": ("iterations", "reprojections", "jitter_deg", "sh_degree", "seed"),
+    "splat": ("iterations", "reprojections", "jitter_deg", "sh_degree", "seed"),  # + the device
     "export": (),
 }
 

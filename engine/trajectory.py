@@ -169,27 +169,33 @@ def load_trajectory(path: str | Path, *, resolution: tuple[int, int] | None = No
         raise TrajectoryError(f"cannot read trajectory {path}: {exc.strerror or exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TrajectoryError(f"trajectory {path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise TrajectoryError(f"trajectory {path} must hold a JSON object")
-    if data.get("version") != TRAJECTORY_VERSION:
-        raise TrajectoryError(
-            f"trajectory {path} has version {data.get('version')!r}; this engine reads version {TRAJECTORY_VERSION}"
-        )
-    if not isinstance(data.get("source", ""), str):
-        raise TrajectoryError(f"trajectory {path}: 'source' must be a string")
-    entries = data.get("cameras")
-    if not isinstance(entries, list) or not entries:
-        raise TrajectoryError(f"trajectory {path} has no cameras (expected a non-empty list under 'cameras')")
-    cameras = []
-    for index, entry in enumerate(entries):
-        try:
-            cameras.append(Camera.from_dict(entry))
-        except CameraError as exc:
-            raise TrajectoryError(f"trajectory {path}, camera {index}: {exc}") from exc
-    _check(cameras, f"trajectory {path}")
+    cameras = parse_trajectory(data, f"trajectory {path}")
     if resolution is not None and (cameras[0].width, cameras[0].height) != tuple(resolution):
         raise TrajectoryError(
             f"trajectory {path} is {cameras[0].width}x{cameras[0].height}, "
             f"expected {resolution[0]}x{resolution[1]}"
         )
+    return cameras
+
+
+def parse_trajectory(data: Any, where: str = "trajectory") -> list[Camera]:
+    """Cameras of a trajectory file's contents (already parsed JSON), validated as data."""
+    if not isinstance(data, dict):
+        raise TrajectoryError(f"{where} must hold a JSON object")
+    if data.get("version") != TRAJECTORY_VERSION:
+        raise TrajectoryError(
+            f"{where} has version {data.get('version')!r}; this engine reads version {TRAJECTORY_VERSION}"
+        )
+    if not isinstance(data.get("source", ""), str):
+        raise TrajectoryError(f"{where}: 'source' must be a string")
+    entries = data.get("cameras")
+    if not isinstance(entries, list) or not entries:
+        raise TrajectoryError(f"{where} has no cameras (expected a non-empty list under 'cameras')")
+    cameras = []
+    for index, entry in enumerate(entries):
+        try:
+            cameras.append(Camera.from_dict(entry))
+        except CameraError as exc:
+            raise TrajectoryError(f"{where}, camera {index}: {exc}") from exc
+    _check(cameras, where)
     return cameras

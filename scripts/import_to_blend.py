@@ -3,7 +3,7 @@
     .venv/bin/python scripts/import_to_blend.py JOB OUT.blend
 
 Builds the extension with build.py, installs and enables it in a temporary Blender user
-folder, adds a camera matching the input camera (JOB/camera.json) and imports the job with
+folder, adds the input camera (JOB/camera.json) as the scene camera, imports the job with
 bpy.ops.gen3d.import_job, then saves OUT.blend.
 """
 
@@ -14,9 +14,31 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="gen3d-user-")
 
 import bpy  # noqa: E402  (BLENDER_USER_RESOURCES must be set first)
+
+
+def add_input_camera(scene, camera_file: Path) -> None:
+    """The camera that framed the input image, so the .blend opens looking through it."""
+    import json
+
+    from mathutils import Matrix
+
+    from engine.cameras import Camera, to_blender
+
+    if not camera_file.is_file():
+        return
+    settings = to_blender(Camera.from_dict(json.loads(camera_file.read_text(encoding="utf-8"))))
+    data = bpy.data.cameras.new("Gen3D input camera")
+    data.lens, data.sensor_width, data.sensor_fit = settings["lens"], settings["sensor_width"], settings["sensor_fit"]
+    data.shift_x, data.shift_y = settings["shift_x"], settings["shift_y"]
+    camera = bpy.data.objects.new("Gen3D input camera", data)
+    camera.matrix_world = Matrix(settings["matrix_world"])
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.resolution_x, scene.render.resolution_y = settings["resolution_x"], settings["resolution_y"]
 
 
 def main(job: Path, blend: Path) -> None:
@@ -25,7 +47,8 @@ def main(job: Path, blend: Path) -> None:
     ).stdout.strip()
     bpy.ops.extensions.package_install_files(filepath=archive, repo="user_default", enable_on_install=True)
     bpy.ops.wm.read_homefile(use_empty=True)
-    result = bpy.ops.gen3d.import_job(directory=str(job.resolve()), add_camera=True)
+    add_input_camera(bpy.context.scene, job / "camera.json")
+    result = bpy.ops.gen3d.import_job(directory=str(job.resolve()))
     if result != {"FINISHED"}:
         sys.exit(f"import_to_blend: importing {job} failed")
     blend.parent.mkdir(parents=True, exist_ok=True)
