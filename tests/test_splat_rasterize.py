@@ -210,7 +210,7 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_chunked_bands_equal_one_pass(monkeypatch):
+def test_row_bands_and_autograd_path_render_the_same(monkeypatch):
     import sys
 
     module = sys.modules["engine.splat.rasterize"]
@@ -220,6 +220,11 @@ def test_chunked_bands_equal_one_pass(monkeypatch):
     monkeypatch.setattr(module, "PAIR_BUDGET", 2000)  # force many row bands
     rgb_b, alpha_b, _ = rasterize(*scene, *args)
     assert torch.allclose(rgb, rgb_b, atol=1e-6) and torch.allclose(alpha, alpha_b, atol=1e-6)
+    # the autograd path (weights recomputed differentiably) renders the same values
+    with_grad = [t.clone().requires_grad_(True) for t in scene]
+    rgb_g, alpha_g, _ = rasterize(*with_grad, *args)
+    assert rgb_g.requires_grad
+    assert torch.allclose(rgb, rgb_g.detach(), atol=1e-6) and torch.allclose(alpha, alpha_g.detach(), atol=1e-6)
 
 
 def test_backend_choice():

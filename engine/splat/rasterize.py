@@ -265,6 +265,8 @@ def _composite(pixel, gauss, means2d, conics, opacities, features, n_pixels):
         idx = torch.nonzero(keep).squeeze(1)
         return [t.index_select(0, idx) for t in tensors]
 
+    weight = None
+    differentiable = torch.is_grad_enabled() and (table.requires_grad or features.requires_grad)
     with torch.no_grad():
         centre = torch.stack([pixel % n_pixels[1], torch.div(pixel, n_pixels[1], rounding_mode="floor")], 1)
         centre = centre.to(table.dtype) + 0.5  # [M, 2] pixel centres
@@ -272,9 +274,15 @@ def _composite(pixel, gauss, means2d, conics, opacities, features, n_pixels):
         pixel, gauss, centre, alpha = take((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), pixel, gauss, centre, alpha)
         # transmittance after each sample; samples are taken while it stays above T_STOP
         # (monotone per pixel, so this keeps a prefix of every pixel's list).
-        pixel, gauss, centre = take(exclusive_transmittance(pixel, alpha) * (1 - alpha) > T_STOP, pixel, gauss, centre)
-    _, alpha = alphas(table, centre, gauss)
-    weight = alpha * exclusive_transmittance(pixel, alpha)  # [M]
+        before = exclusive_transmittance(pixel, alpha)
+        taken = before * (1 - alpha) > T_STOP
+        if not differentiable:
+            pixel, gauss, weight = take(taken, pixel, gauss, alpha * before)  # no autograd: done
+        else:
+            pixel, gauss, centre = take(taken, pixel, gauss, centre)
+    if weight is None:
+        _, alpha = alphas(table, centre, gauss)
+        weight = alpha * exclusive_transmittance(pixel, alpha)  # [M]
     total = n_pixels[0] * n_pixels[1]
     out = torch.zeros(total, features.shape[1], dtype=features.dtype, device=features.device)
     out = out.index_add(0, pixel, weight[:, None] * features.index_select(0, gauss))
