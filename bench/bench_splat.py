@@ -148,7 +148,10 @@ def main() -> int:
     parser.add_argument("--cpu-gaussians", type=int, default=50000)
     parser.add_argument("--cpu-resolution", type=int, default=128)
     parser.add_argument("--cpu-repeats", type=int, default=3)
+    parser.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
     report: dict = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     if not args.cpu_only and torch.cuda.is_available():
         report["device"] = torch.cuda.get_device_name()
