@@ -49,6 +49,10 @@ def build_parser() -> Parser:
     generate.add_argument("--preset", help="camera path preset when no trajectory: orbit, look-around, dolly, pan, spiral")
     generate.add_argument("--profile", default="offline", choices=sorted(PROFILES))
     generate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    generate.add_argument(
+        "--memory", default="low-vram", choices=("low-vram", "resident"),
+        help="low-vram: free each stage's models after it (fits 12 GB at 512²); resident: keep them loaded",
+    )
     generate.add_argument("--seed", type=int)
     generate.add_argument("--steps", type=int, help="N expansion views")
     generate.add_argument("--resolution", type=int, help="working resolution, long side (px)")
@@ -139,6 +143,8 @@ def prepare_job(args: argparse.Namespace) -> Path:
 
 
 def resolve_device(name: str) -> str:
+    if name == "cpu":  # no torch import here: bad inputs are then reported before its seconds-long import
+        return name
     import torch
 
     if name == "auto":
@@ -187,7 +193,7 @@ def command_generate(args: argparse.Namespace, events: protocol.EventWriter) -> 
     device = resolve_device(args.device)
     should_stop = _install_stop_signals()
     events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job=str(job_dir.resolve()), device=device)
-    run = pipeline.make_run(job_dir, events, device=device, should_stop=should_stop)
+    run = pipeline.make_run(job_dir, events, device=device, should_stop=should_stop, memory=args.memory)
     outputs = pipeline.run_job(run)
     events.emit("result", outputs=outputs, job=str(job_dir.resolve()))
     return protocol.EXIT_OK

@@ -37,8 +37,9 @@ class Run:
     device: str
     events: protocol.EventWriter
     should_stop: Callable[[], bool] = lambda: False
+    memory: str = "low-vram"  # "low-vram": free each stage's models after it; "resident": keep them
     stage: str = ""
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # slot -> backend (and the input depth)
 
     def check(self) -> None:
         if self.should_stop():
@@ -88,6 +89,25 @@ class Run:
                 options["settings"] = LayerSettings(**self.settings.subset(LAYER_FIELDS))
             self.cache[slot] = module.create(name, self.backend_context(), **options)
         return self.cache[slot]
+
+    def release_backends(self) -> None:
+        """Free the models created so far, so one stage's weights never sit beside the next's."""
+        from .profiles import SLOTS
+
+        released = [self.cache.pop(slot) for slot in SLOTS if slot in self.cache]
+        if not released:
+            return
+        for backend in released:
+            if hasattr(backend, "release"):
+                backend.release()
+        del released
+        if self.device.startswith("cuda"):
+            import gc
+
+            import torch
+
+            gc.collect()
+            torch.cuda.empty_cache()
 
     def stage_key(self, stage: str, previous: str) -> str:
         from .profiles import SLOTS
@@ -170,12 +190,22 @@ def stage_depth(run: Run, out: Path) -> list[str]:
         run.cache["input_depth"] = read_npz(depth_file)["depth"]
     camera = _input_camera(run)
     estimate = run.backend("geometry").estimate(image, camera if camera.extra.get("given") else None)
-    K = camera.K if camera.extra.get("given") else estimate.K
+    K = camera.K if camera.extra.get("given") else _plausible_intrinsics(estimate.K, camera, run)
     depth = np.where(estimate.valid, estimate.depth, 0.0).astype(np.float32)
     if not np.any(depth > 0):
         raise BadInputError("the geometry stage found no valid depth in the input image")
     write_npz(out / "depth.npz", depth=depth, K=np.asarray(K, dtype=np.float64))
     return ["depth.npz"]
+
+
+def _plausible_intrinsics(K: np.ndarray, fallback: cameras.Camera, run: Run) -> np.ndarray:
+    """The model's intrinsics, unless they describe no real lens (then the default field of view)."""
+    K = np.asarray(K, dtype=np.float64)
+    fov = 2 * np.degrees(np.arctan(fallback.width / (2 * K[0, 0]))) if np.isfinite(K[0, 0]) and K[0, 0] > 0 else 0.0
+    if np.all(np.isfinite(K)) and K[1, 1] > 0 and 5.0 <= fov <= 170.0:
+        return K
+    run.warn(f"the geometry model's focal length is implausible; using a {run.settings.fov:g}° field of view instead")
+    return fallback.K
 
 
 def _depth_camera(run: Run) -> tuple[np.ndarray, np.ndarray, cameras.Camera]:
@@ -390,6 +420,8 @@ def run_job(run: Run) -> dict[str, str]:
         seconds = round(time.perf_counter() - started, 3)
         peak = _peak_memory_mb(run.device)
         run.job.finish(stage, key, outputs, seconds=seconds, peak_vram_mb=peak)
+        if run.memory == "low-vram":
+            run.release_backends()
         run.events.emit("stage_done", stage=stage, seconds=seconds, cached=False, peak_vram_mb=peak)
         log.info("stage %s done in %.2f s", stage, seconds)
     return {"points": "points.ply", "gaussians": "gaussians.ply", "job": "job.json"}
@@ -405,10 +437,12 @@ def _peak_memory_mb(device: str) -> float | None:
     return round(peak, 1)
 
 
-def make_run(job_dir: Path, events: protocol.EventWriter, *, device: str, should_stop=lambda: False) -> Run:
+def make_run(
+    job_dir: Path, events: protocol.EventWriter, *, device: str, should_stop=lambda: False, memory: str = "low-vram"
+) -> Run:
     job = JobFolder(job_dir)
     request = job.read()
     profile = get_profile(request["profile"])
     overrides = {**profile.settings, **(request.get("settings") or {})}
     settings = Settings.from_dict(overrides)
-    return Run(job, request, settings, profile, device, events, should_stop)
+    return Run(job, request, settings, profile, device, events, should_stop, memory)
