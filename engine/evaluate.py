@@ -182,7 +182,8 @@ def evaluate_views(example: Example, gaussians, device: str, edge_threshold: flo
         mask = covisible_mask(view, source)
         camera = cameras.relative_to([view.camera], source.camera)[0]
         splat = gaussians.render(camera, device).image
-        points = render_points(input_points, camera, device=device).image
+        point_render = render_points(input_points, camera, device=device)
+        points = point_render.image
         images.save_png(out / f"{index:02d}_gaussians.png", splat)
         images.save_png(out / f"{index:02d}_points.png", points)
         images.save_png(out / f"{index:02d}_covisible.png", mask)
@@ -194,6 +195,8 @@ def evaluate_views(example: Example, gaussians, device: str, edge_threshold: flo
                 "ssim": masked_ssim(splat, view.image, mask),
                 "psnr_points": masked_psnr(points, view.image, mask),
                 "ssim_points": masked_ssim(points, view.image, mask),
+                # Cracks and disocclusions left black by the points, inside covisible pixels.
+                "points_hole_fraction": float(point_render.hole_mask[mask].mean()) if mask.any() else float("nan"),
             }
         )
     return rows
@@ -202,16 +205,17 @@ def evaluate_views(example: Example, gaussians, device: str, edge_threshold: flo
 def print_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     lines = [
         "",
-        f"{'view':>6} {'covis':>6} | {'3DGS PSNR':>9} {'SSIM':>6} | {'points PSNR':>11} {'SSIM':>6}",
+        f"{'view':>6} {'covis':>6} | {'3DGS PSNR':>9} {'SSIM':>6} | {'points PSNR':>11} {'SSIM':>6} {'holes':>6}",
     ]
     for row in rows:
         lines.append(
             f"{row['view']:>6} {row['covisible_fraction']:>6.2f} | {row['psnr']:>9.2f} {row['ssim']:>6.3f} | "
-            f"{row['psnr_points']:>11.2f} {row['ssim_points']:>6.3f}"
+            f"{row['psnr_points']:>11.2f} {row['ssim_points']:>6.3f} {row['points_hole_fraction']:>6.3f}"
         )
     lines.append(
         f"{'mean':>6} {summary['covisible_fraction']:>6.2f} | {summary['psnr_covisible']:>9.2f} "
-        f"{summary['ssim_covisible']:>6.3f} | {summary['psnr_points_covisible']:>11.2f} {summary['ssim_points_covisible']:>6.3f}"
+        f"{summary['ssim_covisible']:>6.3f} | {summary['psnr_points_covisible']:>11.2f} {summary['ssim_points_covisible']:>6.3f} "
+        f"{summary['points_hole_fraction']:>6.3f}"
     )
     lines.append(
         f"point error (m): mean {summary['point_error_mean']:.4f}  median {summary['point_error_median']:.4f}  "
@@ -256,6 +260,7 @@ def main(args: argparse.Namespace, events: protocol.EventWriter) -> int:
         "psnr_points_covisible": mean("psnr_points"),
         "ssim_points_covisible": mean("ssim_points"),
         "covisible_fraction": mean("covisible_fraction"),
+        "points_hole_fraction": mean("points_hole_fraction"),
         "point_error_mean": errors["mean"],
         "point_error_median": errors["median"],
         "point_error_p90": errors["p90"],
