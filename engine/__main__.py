@@ -72,7 +72,7 @@ def build_parser() -> Parser:
 
 
 # Subcommands that live in their own modules: name -> module with add_arguments(parser), main(args, events).
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {"eval-rgbd": "evaluate", "render-path": "render_path"}
 
 
 def _parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
@@ -109,22 +109,25 @@ def _read_json(path: Path, what: str) -> Any:
 
 def prepare_job(args: argparse.Namespace) -> Path:
     """Copy the inputs into the job folder and write job.json (the request, as data)."""
+    from . import images
     from .job import JobFolder, write_json
 
     job = JobFolder(args.out)
     job.root.mkdir(parents=True, exist_ok=True)
     request: dict[str, Any] = {"profile": args.profile, "prompt": args.prompt, "negative_prompt": args.negative_prompt}
+    image_size = None
     if args.image:
         image = Path(args.image)
-        if not image.is_file():
-            raise BadInputError(f"image not found: {image}")
+        image_size = images.check_image(image)  # refused here, naming the user's file, before any work
         request["image"] = job.import_file(image, "source_image" + image.suffix.lower())
     elif not args.prompt.strip():
         raise UsageError("give an input image, or --prompt for text input")
     if args.depth:
         depth = Path(args.depth)
-        if not depth.is_file():
-            raise BadInputError(f"depth file not found: {depth}")
+        if image_size:
+            images.load_depth(depth, image_size)
+        elif not depth.is_file():
+            raise BadInputError(f"depth file not found: {depth}; check the path")
         request["depth"] = job.import_file(depth, "source_depth" + depth.suffix.lower())
     if args.camera:
         camera = Camera.from_dict(_read_json(args.camera, "camera"))

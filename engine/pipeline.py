@@ -73,7 +73,7 @@ class Run:
 
             from .profiles import SLOTS
 
-            name = self.profile.backends.get(slot)
+            name = self.backend_name(slot)
             if name is None:
                 raise BadInputError(f"profile {self.profile.name!r} has no {slot.replace('_', ' ')} backend")
             module = import_module(f"engine.{SLOTS[slot]}")
@@ -89,6 +89,12 @@ class Run:
                 options["settings"] = LayerSettings(**self.settings.subset(LAYER_FIELDS))
             self.cache[slot] = module.create(name, self.backend_context(), **options)
         return self.cache[slot]
+
+    def backend_name(self, slot: str) -> str | None:
+        # RGB-D input skips geometry estimation for the input view, whatever the profile.
+        if slot == "geometry" and self.request.get("depth"):
+            return "given"
+        return self.profile.backends.get(slot)
 
     def release_backends(self) -> None:
         """Free the models created so far, so one stage's weights never sit beside the next's."""
@@ -112,7 +118,7 @@ class Run:
     def stage_key(self, stage: str, previous: str) -> str:
         from .profiles import SLOTS
 
-        slots = {slot: self.profile.backends.get(slot) for slot in SLOTS}
+        slots = {slot: self.backend_name(slot) for slot in SLOTS}
         relevant = {
             "settings": self.settings.subset(STAGE_FIELDS[stage]),
             "backends": slots if stage in ("depth", "segment", "inpaint", "expand") else {},
@@ -358,7 +364,12 @@ def stage_splat(run: Run, out: Path) -> list[str]:
     settings = run.settings
     if settings.reprojections:
         views += make_reprojection_views(
-            points, view_cameras, per_camera=settings.reprojections, jitter_deg=settings.jitter_deg, seed=settings.seed
+            points,
+            view_cameras,
+            per_camera=settings.reprojections,
+            jitter_deg=settings.jitter_deg,
+            seed=settings.seed,
+            device=run.device,
         )
     # The full recipe on a GPU; a few hundred steps at low SH degree on a CPU, unless set.
     config = SplatConfig() if run.device.startswith("cuda") else SplatConfig.cpu_fast()

@@ -86,14 +86,19 @@ def test_tiny_profile_runs_every_model_stage_and_imports_into_blender(tmp_path, 
     import bpy
 
     job = tmp_path / "tiny"
+    # Random SAM weights predict arbitrary IoUs and areas: open the layer rules so some mask
+    # becomes foreground and the depth ControlNet and the CLIP prompt really run.
+    layer_rules = ["mask_iou_threshold=-100", "mask_min_area=0.0", "mask_max_area=1.0", "foreground_percentile=99"]
     result = run_engine(
         "generate", str(EXAMPLE / "image.png"), "--out", str(job), "--profile", "tiny", "--device", "cpu",
         "--resolution", "64", "--steps", "1", "--iterations", "5", "--set", "reprojections=0",
-        "--set", "inpaint_steps=2", "--prompt", "a courtyard",
+        "--set", "inpaint_steps=2", *[arg for rule in layer_rules for arg in ("--set", rule)],
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     done = {e["stage"] for e in events_of(result) if e["type"] == "stage_done" and not e["cached"]}
     assert done == set(protocol.STAGES)
+    summary = json.loads((job / "inpaint" / "prompt.json").read_text())
+    assert summary["prompt"].startswith("high-resolution ") and summary["points"] > summary["visible_points"]
     bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.gen3d.import_job(directory=str(job)) == {"FINISHED"}
     imported = [o for o in bpy.data.objects if o.type == "MESH" and len(o.data.vertices) > 0]
