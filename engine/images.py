@@ -9,7 +9,6 @@ above ``MAX_PIXELS`` otherwise, so memory is never exhausted.  Depth: ``.npy`` (
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,52 +16,70 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadInputError
 
-MAX_PIXELS = 80_000_000  # decoded pixels we accept (80 MP ~ 1 GB as float32 RGB at worst)
+MAX_PIXELS = 80_000_000  # decoded pixels we accept (80 MP = 240 MB as 8-bit RGB)
 MIN_SIDE = 16
 FAR_DEPTH = 1.0e5  # metres; Blender writes ~1e10 where a Z pass sees the world background
+FORMATS_HINT = "save it as PNG or JPEG"
+DEPTH_FORMATS = "save depth as .npy (metres), 16-bit .png (millimetres) or .exr (Z pass)"
+
+# Pillow refuses images above ~179 MP at open(), before a JPEG could be decoded reduced; our own
+# MAX_PIXELS check (after the reduction) replaces its guard.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def _open_image(path: Path, long_side: int) -> Image.Image:
+    """The decoded, EXIF-oriented image; JPEGs decoded reduced, but never below ``long_side``."""
+    if not path.is_file():
+        raise BadInputError(f"image not found: {path}; check the path")
+    try:
+        image = Image.open(path)
+        width, height = image.size
+        if image.format == "JPEG":
+            image.draft(None, (long_side, long_side))  # DCT scaling: 1/2..1/8 of the decode work and memory
+        if image.size[0] * image.size[1] > MAX_PIXELS:
+            raise BadInputError(
+                f"image {path.name} is {width}x{height} ({width * height / 1e6:.0f} MP); "
+                f"the limit is {MAX_PIXELS / 1e6:.0f} MP: downscale it first"
+            )
+        image.load()
+    except UnidentifiedImageError:
+        raise BadInputError(f"{path.name} is not an image Gen3D can read; {FORMATS_HINT}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
+        raise BadInputError(f"image {path.name} is corrupt or truncated ({exc}); re-export it or {FORMATS_HINT}") from None
+    image = ImageOps.exif_transpose(image)
+    if min(image.size) < MIN_SIDE:
+        raise BadInputError(
+            f"image {path.name} is {image.size[0]}x{image.size[1]}; each side needs at least {MIN_SIDE} px: use a larger image"
+        )
+    return image
+
+
+def check_image(path: Path | str) -> tuple[int, int]:
+    """Decode ``path`` once, reduced where possible, to refuse it before any work: the oriented
+    (W, H) of that decode, which has the image's aspect."""
+    return _open_image(Path(path), MIN_SIDE).size
 
 
 def load_image(path: Path | str, long_side: int) -> np.ndarray:
     """An RGB float32 [H, W, 3] image in [0, 1], resized so its long side is ``long_side``."""
     path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"image not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                if image.format == "JPEG":
-                    image.draft("RGB", (long_side, long_side))  # decode at 1/2..1/8 scale
-                if image.size[0] * image.size[1] > MAX_PIXELS:
-                    raise BadInputError(
-                        f"image {path.name} is {width}x{height} ({width * height / 1e6:.0f} MP); "
-                        f"the limit is {MAX_PIXELS / 1e6:.0f} MP: downscale it first"
-                    )
-            image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadInputError(f"{path.name} is not a readable image ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise BadInputError(f"{path.name} is corrupt or truncated ({exc})") from exc
-    image = ImageOps.exif_transpose(image)
-    if min(image.size) < MIN_SIDE:
-        raise BadInputError(f"image {path.name} is {image.size[0]}x{image.size[1]}; each side needs at least {MIN_SIDE} px")
-    rgb = _to_rgb_float(image)
-    return resize_image(rgb, *working_size(rgb.shape[1], rgb.shape[0], long_side))
+    rgb = _to_rgb(_open_image(path, long_side))
+    rgb = rgb.resize(working_size(*rgb.size, long_side), Image.Resampling.LANCZOS)  # resized as 8-bit: a quarter of the memory
+    return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
-def _to_rgb_float(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Pillow's own conversion clips 16-bit values at 255 instead of scaling them.
         array = np.asarray(image, dtype=np.float32)
         array = array / (65535.0 if array.max() > 255 else 255.0)
-        return np.repeat(np.clip(array, 0, 1)[..., None], 3, axis=2)
+        return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels carry arbitrary colour: composite over mid-grey, a neutral prior.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
         image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return image.convert("RGB")
 
 
 def working_size(width: int, height: int, long_side: int) -> tuple[int, int]:
@@ -71,13 +88,6 @@ def working_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     scale = long_side / max(width, height)
     # Even sizes keep diffusion backends (multiples of 8 after their own padding) and video happy.
     return max(MIN_SIDE, 2 * round(width * scale / 2)), max(MIN_SIDE, 2 * round(height * scale / 2))
-
-
-def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[1] == width and image.shape[0] == height:
-        return image.astype(np.float32)
-    pil = Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
-    return np.asarray(pil.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
 
 
 def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -91,7 +101,7 @@ def load_depth(path: Path | str, image_size: tuple[int, int]) -> np.ndarray:
     """Metric z-depth float32 [H, W] at ``image_size`` (W, H); 0 marks pixels without depth."""
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(f"depth file not found: {path}")
+        raise BadInputError(f"depth file not found: {path}; check the path")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -101,25 +111,23 @@ def load_depth(path: Path | str, image_size: tuple[int, int]) -> np.ndarray:
         elif suffix == ".exr":
             depth = _exr_depth(path)
         else:
-            raise BadInputError(f"depth {path.name}: use .npy (metres), 16-bit .png (millimetres) or .exr")
+            raise BadInputError(f"depth {path.name} has an unknown format; {DEPTH_FORMATS}")
     except (OSError, ValueError, UnidentifiedImageError) as exc:
-        if isinstance(exc, BadInputError):
-            raise
-        raise BadInputError(f"depth {path.name} is unreadable ({exc})") from exc
+        raise BadInputError(f"depth {path.name} is unreadable ({exc}); {DEPTH_FORMATS}") from None
     if depth.ndim == 3 and depth.shape[2] >= 1:
         depth = depth[..., 0]
     if depth.ndim != 2:
-        raise BadInputError(f"depth {path.name} has shape {depth.shape}; expected a single-channel map")
+        raise BadInputError(f"depth {path.name} has shape {depth.shape}; save a single-channel map")
     width, height = image_size
     source_aspect, target_aspect = depth.shape[1] / depth.shape[0], width / height
     if not math.isclose(source_aspect, target_aspect, rel_tol=0.02):
         raise BadInputError(
             f"depth {path.name} is {depth.shape[1]}x{depth.shape[0]} but the image's aspect is "
-            f"{target_aspect:.3f}; the depth must match the image"
+            f"{target_aspect:.3f}; export the depth at the image's size"
         )
     depth = np.where(np.isfinite(depth) & (depth > 0) & (depth < FAR_DEPTH), depth, 0.0).astype(np.float32)
     if not np.any(depth > 0):
-        raise BadInputError(f"depth {path.name} has no valid (finite, positive) values")
+        raise BadInputError(f"depth {path.name} has no valid (finite, positive) values; {DEPTH_FORMATS}")
     return resize_depth(depth, width, height)
 
 

@@ -1,0 +1,78 @@
+"""Helpers shared by the reliability tests (tests/test_reliability_*.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT, engine_command
+from engine import protocol
+
+# Tiny settings: each generate is a few seconds on a shared CPU; the point is survival, not quality.
+FAST = ["--profile", "offline", "--device", "cpu", "--resolution", "64", "--steps", "0", "--iterations", "5",
+        "--set", "reprojections=0"]
+
+
+def events_of(stdout: str) -> list[dict]:
+    return [protocol.parse_event(line) for line in stdout.splitlines() if line.strip()]  # every line must be an event
+
+
+def assert_refused(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    """A clean refusal: the exit code, one error event whose one-line message holds ``words``, no traceback."""
+    assert result.returncode == code, result.stdout + result.stderr
+    events = events_of(result.stdout)
+    assert events[-1]["type"] == "error" and events[-1]["code"] == protocol.EXIT_CODES[code], events[-1]
+    message = events[-1]["message"]
+    assert "\n" not in message, message
+    for word in words:
+        assert word.lower() in message.lower(), (word, message)
+    assert "Traceback" not in result.stderr, result.stderr
+    return message
+
+
+class Interrupted(subprocess.CompletedProcess):
+    events: list[dict]
+
+
+def run_and_interrupt(arguments: list[str], stderr_file: Path, *, when, timeout: float = 300) -> Interrupted:
+    """Run the engine CLI and send SIGINT (what a client's Cancel does) at the first event for
+    which ``when(event)`` is true; returns the completed process with its parsed events."""
+    process = subprocess.Popen(
+        engine_command(*arguments), cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr_file.open("w"), text=True
+    )
+    events, sent = [], False
+    try:
+        for line in process.stdout:
+            events.append(protocol.parse_event(line))
+            if not sent and when(events[-1]):
+                process.send_signal(signal.SIGINT)
+                sent = True
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    result = Interrupted(process.args, process.returncode, "", stderr_file.read_text())
+    result.events = events
+    return result
+
+
+def job_files(job: Path) -> list[Path]:
+    return sorted(p for p in job.rglob("*") if p.is_file())
+
+
+def assert_job_consistent(job: Path) -> list[str]:
+    """No temporary file left behind and every finished stage's outputs exist; the finished stages."""
+    leftovers = [p for p in job_files(job) if ".tmp" in p.name]
+    assert not leftovers, leftovers
+    finished = []
+    for stage in protocol.STAGES:
+        done = job / stage / "done.json"
+        if done.is_file():
+            record = json.loads(done.read_text())
+            for name in record["outputs"]:
+                assert (job / stage / name).is_file(), (stage, name)
+            finished.append(stage)
+    return finished
