@@ -111,7 +111,10 @@ def prepare_job(args: argparse.Namespace) -> Path:
     """Copy the inputs into the job folder and write job.json (the request, as data)."""
     from . import images
     from .job import JobFolder, write_json
+    from .settings import Settings
 
+    settings = _settings_from_args(args)
+    Settings.from_dict({**PROFILES[args.profile].settings, **settings})  # absurd settings: refused before any work
     job = JobFolder(args.out)
     job.root.mkdir(parents=True, exist_ok=True)
     request: dict[str, Any] = {"profile": args.profile, "prompt": args.prompt, "negative_prompt": args.negative_prompt}
@@ -129,6 +132,11 @@ def prepare_job(args: argparse.Namespace) -> Path:
         elif not depth.is_file():
             raise BadInputError(f"depth file not found: {depth}; check the path")
         request["depth"] = job.import_file(depth, "source_depth" + depth.suffix.lower())
+    elif PROFILES[args.profile].backends.get("geometry") == "given":
+        raise UsageError(
+            f"the {args.profile} profile estimates no depth: pass --depth (.npy metres, 16-bit .png mm or .exr), "
+            "or use --profile tiny or full"
+        )
     if args.camera:
         camera = Camera.from_dict(_read_json(args.camera, "camera"))
         request["camera"] = camera.to_dict()
@@ -139,7 +147,7 @@ def prepare_job(args: argparse.Namespace) -> Path:
         data = _read_json(args.trajectory, "trajectory")
         trajectory.parse_trajectory(data, f"trajectory {args.trajectory}")  # validates
         request["trajectory"] = data
-    request["settings"] = _settings_from_args(args)
+    request["settings"] = settings
     request["models"] = _parse_pairs(args.model, "--model")
     job.write(request)
     return job.root

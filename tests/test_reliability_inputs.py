@@ -142,6 +142,11 @@ def _depth_missing(tmp):
     return tmp / "photo.png", ["--depth", str(tmp / "nowhere.npy")]
 
 
+def _no_depth(tmp):
+    two_colour().save(tmp / "photo.png")
+    return tmp / "photo.png", []
+
+
 def _setting(*arguments):
     def make(tmp):
         two_colour().save(tmp / "photo.png")
@@ -163,6 +168,7 @@ REFUSED = {
     "depth infinite": (_depth_infinite, ["depth.npy", "no valid"]),
     "depth of unknown format": (_depth_unknown_format, ["depth.txt", "unknown format", ".npy (metres)"]),
     "depth missing": (_depth_missing, ["depth file not found", "nowhere.npy", "check the path"]),
+    "offline profile without depth": (_no_depth, ["offline profile", "pass --depth"]),
     "resolution 0": (_setting("--resolution", "0"), ["resolution", "16..4096"]),
     "iterations < 0": (_setting("--iterations", "-3"), ["iterations", "0..1000000"]),
     "steps < 0": (_setting("--steps", "-1"), ["steps", "0..256"]),
