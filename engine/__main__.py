@@ -7,6 +7,7 @@ JOB/engine.log together with any traceback.  Exit codes: engine.protocol.EXIT_*.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 from . import __version__, protocol
 from .cameras import Camera, CameraError
-from .errors import BadInputError, Cancelled, Gen3DError, MissingModelError
+from .errors import BadInputError, Cancelled, Gen3DError, MissingModelError, OutOfMemory, is_out_of_memory
 from .profiles import PROFILES, ProfileError
 from .trajectory import TrajectoryError
 
@@ -228,10 +229,6 @@ def command_version(args: argparse.Namespace, events: protocol.EventWriter) -> i
 COMMANDS = {"generate": command_generate, "status": command_status, "version": command_version}
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return type(exc).__name__ in ("OutOfMemoryError", "MemoryError") or "out of memory" in str(exc).lower()
-
-
 def main(argv: list[str] | None = None) -> int:
     # Events own the real stdout; anything else printing (libraries, progress bars) goes to stderr.
     events = protocol.EventWriter(sys.stdout)
@@ -245,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         ).main
         return command(args, events)
     except Cancelled as exc:
-        events.emit("cancelled", stage=str(exc))
+        events.emit("cancelled", stage=exc.stage, message=str(exc))
         log.info("cancelled")
         return protocol.EXIT_CANCELLED
     except KeyboardInterrupt:
@@ -253,13 +250,20 @@ def main(argv: list[str] | None = None) -> int:
         return protocol.EXIT_CANCELLED
     except MissingModelError as exc:
         return _fail(events, exc, protocol.EXIT_MISSING_MODEL)
+    except OutOfMemory as exc:
+        return _fail(events, exc, protocol.EXIT_OUT_OF_MEMORY, hint=exc.hint)
     except (Gen3DError, protocol.ProtocolError, CameraError, ProfileError, TrajectoryError) as exc:
         return _fail(events, exc, protocol.EXIT_BAD_INPUT)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, log, exit non-zero
-        if _is_out_of_memory(exc):
+        if is_out_of_memory(exc):
             hint = "lower --resolution, --iterations or --steps, or use --device cpu"
             return _fail(events, exc, protocol.EXIT_OUT_OF_MEMORY, hint=hint, message=f"out of memory: {exc}")
-        log_file = Path(args.out) / "engine.log" if args is not None and getattr(args, "out", None) else None
+        out = Path(args.out) if args is not None and getattr(args, "out", None) else None
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f"the disk holding {out}" if out else "the disk"
+            message = f"disk full ({exc.strerror}): free space on {where} and run again; finished stages are kept"
+            return _fail(events, exc, protocol.EXIT_FAILED, message=message)
+        log_file = out / "engine.log" if out else None
         where = f"; details in {log_file}" if log_file else ""
         return _fail(events, exc, protocol.EXIT_FAILED, message=f"{type(exc).__name__}: {exc}{where}")
 

@@ -40,3 +40,17 @@ class BadInputError(Gen3DError):
 
 class Cancelled(Gen3DError):
     """The client asked the engine to stop."""
+
+    stage = ""  # the stage that was running, set by the pipeline (the "cancelled" event's field)
+
+
+class OutOfMemory(Gen3DError):
+    """The device ran out of memory in a stage; the message names the peak and the setting to lower."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ in ("OutOfMemoryError", "MemoryError") or "out of memory" in str(exc).lower()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import cameras, images, protocol
-from .errors import BadInputError, Cancelled
+from .errors import BadInputError, Cancelled, OutOfMemory, is_out_of_memory
 from .job import JobFolder, read_npz, settings_key, write_json, write_npz
 from .profiles import BackendContext, Profile, get_profile
 from .settings import STAGE_FIELDS, Settings, default_cache_dir
@@ -43,7 +44,9 @@ class Run:
 
     def check(self) -> None:
         if self.should_stop():
-            raise Cancelled(f"cancelled during {self.stage}")
+            cancelled = Cancelled(f"cancelled during {self.stage}")
+            cancelled.stage = self.stage
+            raise cancelled
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.check()
@@ -427,7 +430,15 @@ def run_job(run: Run) -> dict[str, str]:
             continue
         started = time.perf_counter()
         out = run.job.begin(stage)
-        outputs = STAGE_FUNCTIONS[stage](run, out)
+        try:
+            outputs = STAGE_FUNCTIONS[stage](run, out)
+        except Cancelled as exc:
+            exc.stage = stage
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise _out_of_memory(run, stage) from exc
+            raise
         seconds = round(time.perf_counter() - started, 3)
         peak = _peak_memory_mb(run.device)
         run.job.finish(stage, key, outputs, seconds=seconds, peak_vram_mb=peak)
@@ -446,6 +457,29 @@ def _peak_memory_mb(device: str) -> float | None:
     peak = torch.cuda.max_memory_allocated() / 2**20
     torch.cuda.reset_peak_memory_stats()
     return round(peak, 1)
+
+
+def _out_of_memory(run: Run, stage: str) -> OutOfMemory:
+    """The peak memory at the failure and the setting to lower (the stage's own knob first)."""
+    if run.device.startswith("cuda"):
+        import torch
+
+        total = torch.cuda.get_device_properties(torch.device(run.device)).total_memory / 2**20
+        peak = f"peak {torch.cuda.max_memory_allocated(run.device) / 2**20:.0f} MB of {total:.0f} MB on {run.device}"
+    else:
+        try:
+            import resource
+        except ImportError:  # Windows
+            peak = f"on {run.device}"
+        else:
+            # The resident peak of this process: ru_maxrss is KiB on Linux, bytes on macOS.
+            unit = 2**20 if sys.platform == "darwin" else 2**10
+            peak = f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / unit:.0f} MB resident on {run.device}"
+    settings = [f"--resolution (now {run.settings.resolution})"]
+    if stage == "splat":
+        settings.insert(0, f"--set reprojections=N (now {run.settings.reprojections})")
+    hint = "lower " + " or ".join(settings) + (", or use --device cpu" if run.device.startswith("cuda") else "")
+    return OutOfMemory(f"out of memory in the {stage} stage ({peak}): {hint}; finished stages are kept", hint)
 
 
 def make_run(

@@ -36,9 +36,11 @@ class Interrupted(subprocess.CompletedProcess):
     events: list[dict]
 
 
-def run_and_interrupt(arguments: list[str], stderr_file: Path, *, when, timeout: float = 300) -> Interrupted:
-    """Run the engine CLI and send SIGINT (what a client's Cancel does) at the first event for
-    which ``when(event)`` is true; returns the completed process with its parsed events."""
+def run_and_interrupt(
+    arguments: list[str], stderr_file: Path, *, when, signal_number: int = signal.SIGINT, timeout: float = 300
+) -> Interrupted:
+    """Run the engine CLI and send ``signal_number`` (SIGINT: what a client's Cancel does) at the
+    first event for which ``when(event)`` is true; the completed process with its parsed events."""
     process = subprocess.Popen(
         engine_command(*arguments), cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr_file.open("w"), text=True
     )
@@ -47,7 +49,7 @@ def run_and_interrupt(arguments: list[str], stderr_file: Path, *, when, timeout:
         for line in process.stdout:
             events.append(protocol.parse_event(line))
             if not sent and when(events[-1]):
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal_number)
                 sent = True
         process.wait(timeout=timeout)
     finally:
