@@ -196,6 +196,12 @@ class EngineRun:
             self.state, self.message = "cancelled", "Cancelled; finished stages are kept and a re-run resumes"
         elif self.error:
             self._fail(self.error)
+        elif missing := next((line for line in self._stderr_tail if line.startswith("ModuleNotFoundError")), ""):
+            # The interpreter runs but is not the engine's environment (e.g. the system Python).
+            self._fail(
+                f"Engine Python {self.python} lacks the engine's packages ({missing.split(': ', 1)[-1]}). Press "
+                "Set up engine in the Gen3D preferences, or set Engine Python to the environment that has them."
+            )
         else:
             reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             tail = " | ".join(line for line in list(self._stderr_tail)[-3:] if line)
