@@ -7,6 +7,9 @@ the user's override, else the profile's list) and returns the first one usable a
 * ``tiny:<name>``          -> a small model of the real class, built in code by the builder
   registered under ``<name>`` into ``<cache>/tiny/<name>`` on first use, then loaded back by
   the caller exactly as the real weights are (same ``from_pretrained`` / checkpoint path);
+* ``random:<name>``        -> benchmarks only: the published full-size architecture with random
+  weights, built by ``engine.random_models.BUILDERS[<name>]`` into ``<cache>/random/<name>``
+  (GBs: for a GPU machine) and loaded back like ``tiny:`` models;
 * ``https://...``          -> a single checkpoint file, kept in ``<cache>/url/``; downloaded
   only when ``ctx.allow_download``;
 * anything else            -> a Hugging Face repo id: ``snapshot_download`` into
@@ -72,12 +75,27 @@ def _local_file(path: Path) -> Path:
 
 def build_tiny(ctx, name: str) -> Path:
     """The folder of ``tiny:<name>``, built into the cache the first time."""
-    folder = cache_root(ctx) / "tiny" / name
+    return _build_once(ctx, "tiny", name, tiny_builder)
+
+
+def random_builder(name: str) -> TinyBuilder | None:
+    from .random_models import BUILDERS
+
+    return BUILDERS.get(name)
+
+
+def build_random(ctx, name: str) -> Path:
+    """The folder of ``random:<name>``, built into the cache the first time."""
+    return _build_once(ctx, "random", name, random_builder)
+
+
+def _build_once(ctx, kind: str, name: str, find_builder: Callable[[str], TinyBuilder | None]) -> Path:
+    folder = cache_root(ctx) / kind / name
     if (folder / _COMPLETE).exists():
         return folder
-    builder = tiny_builder(name)
+    builder = find_builder(name)
     if builder is None:
-        raise KeyError(f"no tiny model called {name!r}")
+        raise KeyError(f"no {kind} model called {name!r}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the final folder and rename, so a crash never leaves a half-written model
     # that a later run would load.
@@ -146,6 +164,8 @@ def resolve_source(ctx, model: str, *, allow_patterns: Sequence[str] | None = No
         try:
             if source.startswith("tiny:"):
                 return build_tiny(ctx, source[len("tiny:"):])
+            if source.startswith("random:"):
+                return build_random(ctx, source[len("random:"):])
             if source.startswith(("http://", "https://")):
                 return _from_url(ctx, source)
             if _is_local(source):

@@ -106,6 +106,20 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
+# Benchmarks only (bench/bench_models.py): the full profile's backends on its architectures,
+# built in code from the published configs with RANDOM weights (engine.random_models; GBs each,
+# for a GPU machine).  Same compute and memory as the trained models; its images are meaningless.
+PROFILES["bench"] = Profile(
+    name="bench",
+    description=(
+        "Benchmarks only: the full profile's models at full size with random weights (same compute, "
+        "meaningless images); built on first use, several GB."
+    ),
+    backends=dict(PROFILES["full"].backends),
+    models={model: (f"random:{model}",) for model in PROFILES["full"].models},
+    settings=dict(PROFILES["full"].settings),
+)
+
 
 class ProfileError(ValueError):
     pass
