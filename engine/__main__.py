@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from . import __version__, protocol
 from .cameras import Camera, CameraError
 from .errors import BadInputError, Cancelled, Gen3DError, MissingModelError, OutOfMemory, is_out_of_memory
 from .profiles import PROFILES, ProfileError
+from .settings import default_cache_dir
 from .trajectory import TrajectoryError
 
 log = logging.getLogger("engine")
@@ -234,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     events = protocol.EventWriter(sys.stdout)
     sys.stdout = sys.stderr
     _setup_logging(None)
+    # PyTorch's compile caches go to Gen3D's cache, not to $TMPDIR or ~/.triton (nothing written
+    # outside the job folder and the configured cache).
+    cache = default_cache_dir()
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
     args = None
     try:
         args = build_parser().parse_args(argv)

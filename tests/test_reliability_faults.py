@@ -32,10 +32,13 @@ def cached_flags(events) -> dict[str, bool]:
 
 
 @pytest.fixture
-def in_process(monkeypatch):
+def in_process(monkeypatch, tmp_path):
     """``run(argv) -> (exit code, events)``: the CLI's main() in this process, its events
-    captured; the stdout, logging and signal handlers it takes over are given back after."""
+    captured; the stdout, logging, signal handlers and environment it takes over are given back after."""
     import torch
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # main() sets these defaults
+        monkeypatch.setenv(name, str(tmp_path / "cache" / name))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
