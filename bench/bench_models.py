@@ -222,7 +222,7 @@ def command_models(args, result: dict, save) -> None:
     results: dict[str, dict] = {"input": {"shape": list(image.shape), "hole_fraction": round(float(hidden.mean()), 3)}}
     result.update(models=results, steps=steps)
 
-    def run(name, create, call):
+    def run(name, create, call, repeats=repeats):
         try:
             results[name] = measure(device, create, call, repeats)
         except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others' numbers
@@ -241,7 +241,6 @@ def command_models(args, result: dict, save) -> None:
         return timed
 
     run("moge", lambda: depth_mod.create("moge", ctx), lambda b: {"valid": round(float(b.estimate(image).valid.mean()), 3)})
-    run("depth-anything", lambda: depth_mod.create("depth-anything", ctx), lambda b: b.estimate(image) and None)
 
     def sam_parts(b):
         autocast = b._autocast()
@@ -277,7 +276,7 @@ def command_models(args, result: dict, save) -> None:
         with torch.inference_mode(), b._autocast():
             return {"automatic_masks": len(generator.generate(pixels))}
 
-    run("sam automatic, keep all", lambda: segment.create("sam", ctx, layer_settings), sam_keep_all)
+    run("sam automatic, keep all", lambda: segment.create("sam", ctx, layer_settings), sam_keep_all, repeats=1)
 
     start = time.perf_counter()
     completed = inpaint.complete_depth(depth, hidden)
@@ -299,6 +298,7 @@ def command_models(args, result: dict, save) -> None:
         lambda: text2image.create("sd", ctx, steps=steps, guidance=settings.guidance),
         diffusion(lambda b, clock: b.generate(PROMPT, width=args.resolution, height=args.resolution, progress=clock)),
     )
+    run("depth-anything (not in the profile's path)", lambda: depth_mod.create("depth-anything", ctx), lambda b: b.estimate(image) and None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,9 +322,8 @@ class Instrument:
     """Times every backend call and the stages' GPU/CPU helpers without changing the pipeline.
 
     ``Run.backend`` is wrapped: a backend's creation is its load, each call of its public
-    method is timed (synchronised).  Random SAM weights find no foreground, which would skip
-    background inpainting entirely; so when the layers come back empty the bench puts a central
-    disc (15% of the image) in their place, after SAM has run in full, and counts it.
+    method is timed (synchronised).  Backends whose random outputs could stop or shortcut the
+    run are wrapped in ``Guarded`` (see there).
     """
 
     METHODS = ("estimate", "layers", "inpaint", "prompt", "generate")
@@ -352,8 +351,8 @@ class Instrument:
             if fresh:
                 sync(device)
                 instrument.loads[slot] += time.perf_counter() - start
-                if slot == "layers":
-                    obj = run.cache[slot] = NonEmptyLayers(obj, instrument)
+                if slot in Guarded.SLOTS:
+                    obj = run.cache[slot] = Guarded(obj, slot, instrument)
             return Timed(obj, slot, instrument)
 
         pipeline.Run.backend = backend
@@ -372,7 +371,7 @@ class Instrument:
     def reset(self) -> None:
         self.loads: dict[str, float] = defaultdict(float)
         self.calls: dict[str, list[float]] = defaultdict(list)
-        self.substituted_layers = 0
+        self.substitutions: dict[str, int] = defaultdict(int)
         self.splat: dict = {}
 
     def timed(self, name: str, function):
@@ -399,22 +398,47 @@ class Timed:
         return value
 
 
-class NonEmptyLayers:
-    def __init__(self, backend, instrument: Instrument):
-        self.backend, self.instrument = backend, instrument
+class Guarded:
+    """Random weights give meaningless outputs, some of which would change what the run does:
+    SAM finds no foreground (background inpainting would be skipped), depth may come out all
+    invalid (the run would stop), fp16 noise may overflow to NaN pixels.  After the model has
+    run in full, such an output is replaced by a plausible stand-in and counted, so the run
+    does the work a real image makes it do."""
+
+    SLOTS = ("layers", "geometry", "expansion_geometry", "background_inpaint", "expansion_inpaint")
+
+    def __init__(self, backend, slot: str, instrument: Instrument):
+        self.backend, self.slot, self.instrument = backend, slot, instrument
 
     def __getattr__(self, name):  # name, release(), ... of the wrapped backend
         return getattr(self.backend, name)
+
+    def _substituted(self, what: str) -> None:
+        self.instrument.substitutions[f"{self.slot}: {what}"] += 1
 
     def layers(self, image, depth):
         result = self.backend.layers(image, depth)
         if result.hidden.any():
             return result
-        self.instrument.substituted_layers += 1
+        self._substituted("no foreground, central disc of 15%")
         h, w = depth.shape
         rows, cols = np.ogrid[:h, :w]
         disc = (rows - h / 2) ** 2 + (cols - w / 2) ** 2 < 0.15 * h * w / np.pi
         return dataclasses.replace(result, foreground=disc, hidden=disc & (depth > 0))
+
+    def estimate(self, image, camera_hint=None, **kwargs):
+        result = self.backend.estimate(image, camera_hint, **kwargs)
+        if (result.valid & (result.depth > 0)).any():
+            return result
+        self._substituted("no valid depth, 3 m plane")
+        return dataclasses.replace(result, depth=np.full(result.depth.shape, 3.0, np.float32), valid=np.ones(result.depth.shape, bool))
+
+    def inpaint(self, image, mask, **kwargs):
+        result = self.backend.inpaint(image, mask, **kwargs)
+        if np.isfinite(result).all():
+            return result
+        self._substituted("non-finite pixels")
+        return np.nan_to_num(result, nan=0.5, posinf=1.0, neginf=0.0)
 
 
 def generate_once(args, image_path: Path, steps: int, cache: dict, instrument: Instrument, memory: str) -> dict:
@@ -465,7 +489,7 @@ def generate_once(args, image_path: Path, steps: int, cache: dict, instrument: I
         "peak_device_mb": round(sampler.peak_mb, 1) or None,  # as nvidia-smi sees it, CUDA context included
         "loads_s": {k: round(v, 2) for k, v in instrument.loads.items()},
         "calls": {k: {"n": len(v), "total_s": round(sum(v), 3), "mean_s": round(sum(v) / len(v), 3)} for k, v in instrument.calls.items()},
-        "substituted_layers": instrument.substituted_layers,
+        "substitutions": dict(instrument.substitutions),
         "hole_fractions": [round(v["hole_fraction"], 3) for v in views],
         "points": views[-1]["points"] if views else None,
         "rasterizer": resolve_backend("auto", args.device),
@@ -521,7 +545,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 4], help="N of each e2e run; the first runs cold then warm")
     parser.add_argument("--low-vram-steps", type=int, nargs="*", default=[], help="N of e2e runs under the low-vram policy, after those")
     parser.add_argument("--iterations", type=int, default=0, help="3DGS steps (0: the recipe's default)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per model after the first")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per model after the first")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench" / "out"))
     args = parser.parse_args()
 
