@@ -345,14 +345,15 @@ class Instrument:
         instrument = self
 
         def backend(run, slot):
-            fresh = slot not in run.cache
+            pooled = len(run.pool.backends)
             start = time.perf_counter()
             obj = original(run, slot)
-            if fresh:
+            if len(run.pool.backends) > pooled:  # created now, not taken from the pool
                 sync(device)
                 instrument.loads[slot] += time.perf_counter() - start
                 if slot in Guarded.SLOTS:
-                    obj = run.cache[slot] = Guarded(obj, slot, instrument)
+                    key = next(k for k, v in run.pool.backends.items() if v is obj)
+                    obj = run.pool.backends[key] = Guarded(obj, slot, instrument)
             return Timed(obj, slot, instrument)
 
         pipeline.Run.backend = backend
@@ -441,7 +442,7 @@ class Guarded:
         return np.nan_to_num(result, nan=0.5, posinf=1.0, neginf=0.0)
 
 
-def generate_once(args, image_path: Path, steps: int, cache: dict, instrument: Instrument, memory: str) -> dict:
+def generate_once(args, image_path: Path, steps: int, pool, instrument: Instrument, memory: str) -> dict:
     import inspect
 
     import torch
@@ -463,8 +464,8 @@ def generate_once(args, image_path: Path, steps: int, cache: dict, instrument: I
         job = prepare_job(build_parser().parse_args(argv))
         # Memory policies, where the pipeline has them: "resident" keeps the models between stages.
         policy = {"memory": memory} if "memory" in inspect.signature(pipeline.make_run).parameters else {}
-        run = pipeline.make_run(job, protocol.EventWriter(recorder), device=args.device, **policy)
-        run.cache = cache  # the warm runs reuse the loaded backends (what `engine serve` keeps)
+        # The warm runs reuse the loaded backends (what `engine serve` keeps).
+        run = pipeline.make_run(job, protocol.EventWriter(recorder), device=args.device, pool=pool, **policy)
         pipeline.run_job(run)
         sync(args.device)
         total = time.perf_counter() - start
@@ -497,9 +498,11 @@ def generate_once(args, image_path: Path, steps: int, cache: dict, instrument: I
 
 
 def command_e2e(args, result: dict, save) -> None:
+    from engine import pipeline
+
     instrument = Instrument(args.device)
     image_path, _, _ = square_example(args.resolution)
-    cache: dict = {}
+    pool = pipeline.BackendPool()
     plan = [(args.steps[0], "cold", "resident"), (args.steps[0], "warm", "resident")]
     plan += [(steps, "warm", "resident") for steps in args.steps[1:]]
     plan += [(steps, "low-vram", "low-vram") for steps in args.low_vram_steps]
@@ -507,7 +510,7 @@ def command_e2e(args, result: dict, save) -> None:
     for steps, label, memory in plan:
         try:
             # low-vram: every stage loads its models and frees them after (nothing kept between runs)
-            record = generate_once(args, image_path, steps, cache if memory == "resident" else {}, instrument, memory)
+            record = generate_once(args, image_path, steps, pool if memory == "resident" else pipeline.BackendPool(), instrument, memory)
         except Exception as exc:  # noqa: BLE001 - keep what the other runs measured
             record = {"steps": steps, "error": f"{type(exc).__name__}: {exc}"[:400]}
         record["label"] = label

@@ -248,31 +248,35 @@ def main(argv: list[str] | None = None) -> int:
             f"engine.{EXTRA_COMMANDS[args.command]}", fromlist=["main"]
         ).main
         return command(args, events)
-    except Cancelled as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure becomes an event
+        out = Path(args.out) if args is not None and getattr(args, "out", None) else None
+        return report_failure(events, exc, out)
+
+
+def report_failure(events: protocol.EventWriter, exc: BaseException, out: Path | None) -> int:
+    """The event and exit code for a failure; the traceback goes to the job's log only."""
+    if isinstance(exc, Cancelled):
         events.emit("cancelled", stage=exc.stage, message=str(exc))
         log.info("cancelled")
         return protocol.EXIT_CANCELLED
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         events.emit("cancelled", stage="")
         return protocol.EXIT_CANCELLED
-    except MissingModelError as exc:
+    if isinstance(exc, MissingModelError):
         return _fail(events, exc, protocol.EXIT_MISSING_MODEL)
-    except OutOfMemory as exc:
+    if isinstance(exc, OutOfMemory):
         return _fail(events, exc, protocol.EXIT_OUT_OF_MEMORY, hint=exc.hint)
-    except (Gen3DError, protocol.ProtocolError, CameraError, ProfileError, TrajectoryError) as exc:
+    if isinstance(exc, (Gen3DError, protocol.ProtocolError, CameraError, ProfileError, TrajectoryError)):
         return _fail(events, exc, protocol.EXIT_BAD_INPUT)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: report, log, exit non-zero
-        if is_out_of_memory(exc):
-            hint = "lower --resolution, --iterations or --steps, or use --device cpu"
-            return _fail(events, exc, protocol.EXIT_OUT_OF_MEMORY, hint=hint, message=f"out of memory: {exc}")
-        out = Path(args.out) if args is not None and getattr(args, "out", None) else None
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = f"the disk holding {out}" if out else "the disk"
-            message = f"disk full ({exc.strerror}): free space on {where} and run again; finished stages are kept"
-            return _fail(events, exc, protocol.EXIT_FAILED, message=message)
-        log_file = out / "engine.log" if out else None
-        where = f"; details in {log_file}" if log_file else ""
-        return _fail(events, exc, protocol.EXIT_FAILED, message=f"{type(exc).__name__}: {exc}{where}")
+    if is_out_of_memory(exc):
+        hint = "lower --resolution, --iterations or --steps, or use --device cpu"
+        return _fail(events, exc, protocol.EXIT_OUT_OF_MEMORY, hint=hint, message=f"out of memory: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f"the disk holding {out}" if out else "the disk"
+        message = f"disk full ({exc.strerror}): free space on {where} and run again; finished stages are kept"
+        return _fail(events, exc, protocol.EXIT_FAILED, message=message)
+    where = f"; details in {out / 'engine.log'}" if out else ""
+    return _fail(events, exc, protocol.EXIT_FAILED, message=f"{type(exc).__name__}: {exc}{where}")
 
 
 def _log_traceback(exc: BaseException) -> None:

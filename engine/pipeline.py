@@ -28,6 +28,18 @@ log = logging.getLogger("engine")
 
 
 @dataclass
+class BackendPool:
+    """Created backends (models), keyed by slot, backend, options and weights.
+
+    A run owns its pool under the low-VRAM policy; a long-lived engine (``serve``) keeps one
+    pool for all its runs, so a second request pays no model loading.
+    """
+
+    backends: dict[str, Any] = field(default_factory=dict)
+    run: "Run | None" = None  # the run now using the pool: backends' warnings reach its client
+
+
+@dataclass
 class Run:
     """Everything a stage needs: the job, its settings, the backends' context, the client."""
 
@@ -40,7 +52,11 @@ class Run:
     should_stop: Callable[[], bool] = lambda: False
     memory: str = "low-vram"  # "low-vram": free each stage's models after it; "resident": keep them
     stage: str = ""
-    cache: dict[str, Any] = field(default_factory=dict)  # slot -> backend (and the input depth)
+    pool: BackendPool = field(default_factory=BackendPool)
+    input_depth: np.ndarray | None = None  # RGB-D input, read by the "given" geometry backend
+
+    def __post_init__(self) -> None:
+        self.pool.run = self
 
     def check(self) -> None:
         if self.should_stop():
@@ -60,38 +76,41 @@ class Run:
         self.events.emit("warning", message=message, stage=self.stage)
 
     def backend_context(self) -> BackendContext:
+        pool = self.pool  # callbacks reach whichever run uses the pool when they fire
         return BackendContext(
             profile=self.profile,
             device=self.device,
             cache_dir=str(default_cache_dir()),
             model_overrides=dict(self.request.get("models") or {}),
-            warn=self.warn,
-            note=lambda text: self.events.emit("progress", stage=self.stage, fraction=0.0, message=text),
+            warn=lambda text: pool.run.warn(text),
+            note=lambda text: pool.run.events.emit("progress", stage=pool.run.stage, fraction=0.0, message=text),
         )
 
     def backend(self, slot: str):
-        """The profile's backend for ``slot``, created once per run."""
-        if slot not in self.cache:
-            from importlib import import_module
+        """The profile's backend for ``slot``, taken from the pool or created there."""
+        from importlib import import_module
 
-            from .profiles import SLOTS
+        from .profiles import SLOTS
 
-            name = self.backend_name(slot)
-            if name is None:
-                raise BadInputError(f"profile {self.profile.name!r} has no {slot.replace('_', ' ')} backend")
-            module = import_module(f"engine.{SLOTS[slot]}")
-            options: dict[str, Any] = {}
-            if name == "given":
-                options["depth"] = self.cache["input_depth"]
-            if slot in ("background_inpaint", "expansion_inpaint", "text_to_image") and name != "opencv":
-                options.update(steps=self.settings.inpaint_steps, guidance=self.settings.guidance)
-            if slot == "layers":
-                from .segment import LayerSettings
-                from .settings import LAYER_FIELDS
+        name = self.backend_name(slot)
+        if name is None:
+            raise BadInputError(f"profile {self.profile.name!r} has no {slot.replace('_', ' ')} backend")
+        module = import_module(f"engine.{SLOTS[slot]}")
+        if name == "given":  # holds this run's depth: never pooled
+            return module.create(name, self.backend_context(), depth=self.input_depth)
+        options: dict[str, Any] = {}
+        if slot in ("background_inpaint", "expansion_inpaint", "text_to_image") and name != "opencv":
+            options.update(steps=self.settings.inpaint_steps, guidance=self.settings.guidance)
+        if slot == "layers":
+            from .segment import LayerSettings
+            from .settings import LAYER_FIELDS
 
-                options["settings"] = LayerSettings(**self.settings.subset(LAYER_FIELDS))
-            self.cache[slot] = module.create(name, self.backend_context(), **options)
-        return self.cache[slot]
+            options["settings"] = LayerSettings(**self.settings.subset(LAYER_FIELDS))
+        models = {model: self.backend_context().sources(model) for model in self.profile.models}
+        key = json.dumps([slot, name, self.device, repr(options), models], sort_keys=True)
+        if key not in self.pool.backends:
+            self.pool.backends[key] = module.create(name, self.backend_context(), **options)
+        return self.pool.backends[key]
 
     def backend_name(self, slot: str) -> str | None:
         # RGB-D input skips geometry estimation for the input view, whatever the profile.
@@ -101,9 +120,8 @@ class Run:
 
     def release_backends(self) -> None:
         """Free the models created so far, so one stage's weights never sit beside the next's."""
-        from .profiles import SLOTS
-
-        released = [self.cache.pop(slot) for slot in SLOTS if slot in self.cache]
+        released = list(self.pool.backends.values())
+        self.pool.backends.clear()
         if not released:
             return
         for backend in released:
@@ -196,7 +214,7 @@ def stage_depth(run: Run, out: Path) -> list[str]:
     image = _read_image(run.job.stage_dir("inputs") / "image.png")
     depth_file = run.job.stage_dir("inputs") / "depth.npz"
     if depth_file.exists():
-        run.cache["input_depth"] = read_npz(depth_file)["depth"]
+        run.input_depth = read_npz(depth_file)["depth"]
     camera = _input_camera(run)
     estimate = run.backend("geometry").estimate(image, camera if camera.extra.get("given") else None)
     K = camera.K if camera.extra.get("given") else _plausible_intrinsics(estimate.K, camera, run)
@@ -483,11 +501,17 @@ def _out_of_memory(run: Run, stage: str) -> OutOfMemory:
 
 
 def make_run(
-    job_dir: Path, events: protocol.EventWriter, *, device: str, should_stop=lambda: False, memory: str = "low-vram"
+    job_dir: Path,
+    events: protocol.EventWriter,
+    *,
+    device: str,
+    should_stop=lambda: False,
+    memory: str = "low-vram",
+    pool: BackendPool | None = None,
 ) -> Run:
     job = JobFolder(job_dir)
     request = job.read()
     profile = get_profile(request["profile"])
     overrides = {**profile.settings, **(request.get("settings") or {})}
     settings = Settings.from_dict(overrides)
-    return Run(job, request, settings, profile, device, events, should_stop, memory)
+    return Run(job, request, settings, profile, device, events, should_stop, memory, pool=pool or BackendPool())
