@@ -64,6 +64,9 @@ def build_parser() -> Parser:
     generate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any engine.settings field")
     generate.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", help="weights override: HF id or local path")
 
+    serve = commands.add_parser("serve", help="answer generate requests from stdin, keeping models loaded")
+    serve.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
     commands.add_parser("version", help="print the engine and protocol versions as an event")
     status = commands.add_parser("status", help="which stages of a job folder are finished")
     status.add_argument("job", type=Path)
@@ -213,6 +216,62 @@ def command_generate(args: argparse.Namespace, events: protocol.EventWriter) -> 
     return protocol.EXIT_OK
 
 
+def command_serve(args: argparse.Namespace, events: protocol.EventWriter) -> int:
+    """The resident policy: one process answers many requests, models stay loaded between them.
+
+    stdin carries one JSON request per line: {"type": "generate", "args": [...]} with the
+    arguments of `generate`, {"type": "cancel"} (stops the running request) or
+    {"type": "shutdown"}; end of input also shuts down.  Each request's events end with a
+    "result", "error" or "cancelled" event.
+    """
+    import queue
+
+    from . import pipeline
+
+    device = resolve_device(args.device)
+    stop = threading.Event()
+    requests: queue.Queue = queue.Queue()
+
+    def read_requests() -> None:
+        for line in sys.stdin:
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError:
+                events.emit("warning", message=f"serve: ignored a line that is not JSON: {line[:80]!r}")
+                continue
+            kind = request.get("type") if isinstance(request, dict) else None
+            if kind == "cancel":
+                stop.set()
+            elif kind == "shutdown":
+                break
+            elif kind == "generate" and isinstance(request.get("args"), list):
+                requests.put([str(item) for item in request["args"]])
+            else:
+                events.emit("warning", message=f"serve: unknown request {str(request)[:80]!r}")
+        stop.set()
+        requests.put(None)
+
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    threading.Thread(target=read_requests, daemon=True).start()
+    events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job="", device=device, serve=True)
+    pool = pipeline.BackendPool()
+    parser = build_parser()
+    while (arguments := requests.get()) is not None:
+        stop.clear()
+        out = None
+        try:
+            request = parser.parse_args(["generate", *arguments])
+            out = request.out
+            job_dir = prepare_job(request)
+            _setup_logging(job_dir / "engine.log")
+            run = pipeline.make_run(job_dir, events, device=device, should_stop=stop.is_set, memory="resident", pool=pool)
+            outputs = pipeline.run_job(run)
+            events.emit("result", outputs=outputs, job=str(job_dir.resolve()))
+        except Exception as exc:  # noqa: BLE001 - one failed request must not end the engine
+            report_failure(events, exc, out)
+    return protocol.EXIT_OK
+
+
 def command_status(args: argparse.Namespace, events: protocol.EventWriter) -> int:
     from .job import JobFolder
 
@@ -228,7 +287,7 @@ def command_version(args: argparse.Namespace, events: protocol.EventWriter) -> i
     return protocol.EXIT_OK
 
 
-COMMANDS = {"generate": command_generate, "status": command_status, "version": command_version}
+COMMANDS = {"generate": command_generate, "serve": command_serve, "status": command_status, "version": command_version}
 
 
 def main(argv: list[str] | None = None) -> int:

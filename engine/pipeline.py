@@ -109,7 +109,9 @@ class Run:
         models = {model: self.backend_context().sources(model) for model in self.profile.models}
         key = json.dumps([slot, name, self.device, repr(options), models], sort_keys=True)
         if key not in self.pool.backends:
+            started = time.perf_counter()
             self.pool.backends[key] = module.create(name, self.backend_context(), **options)
+            log.info("loaded %s backend %r in %.2f s", slot, name, time.perf_counter() - started)
         return self.pool.backends[key]
 
     def backend_name(self, slot: str) -> str | None:
