@@ -125,7 +125,9 @@ def test_missing_engine_gives_a_clear_message(example_scene, tmp_path):
 
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     prefs.engine_python = str(tmp_path / "no" / "python")
-    assert bpy.ops.gen3d.generate() == {"CANCELLED"}
+    # An operator that reports an error raises it to a Python caller, message included.
+    with pytest.raises(RuntimeError, match="Engine Python not found .*Set up engine"):
+        bpy.ops.gen3d.generate()
     assert not example_scene.gen3d.running
 
 
@@ -137,12 +139,14 @@ def test_garbage_printing_engine_is_reported(example_scene, tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     prefs.engine_python = str(fake)
-    assert bpy.ops.gen3d.generate(timeout=30) == {"CANCELLED"}
-    assert "stopped unexpectedly" in example_scene.gen3d.message and "boom" in example_scene.gen3d.message
+    with pytest.raises(RuntimeError, match="stopped unexpectedly"):
+        bpy.ops.gen3d.generate(timeout=30)
+    assert "boom" in example_scene.gen3d.message
 
 
 def test_missing_input_image_is_refused_before_starting(example_scene):
     import bpy
 
     example_scene.gen3d.image_path = "/nowhere/photo.png"
-    assert bpy.ops.gen3d.generate() == {"CANCELLED"}
+    with pytest.raises(RuntimeError, match="Input image not found"):
+        bpy.ops.gen3d.generate()
