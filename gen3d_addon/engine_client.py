@@ -3,11 +3,15 @@
 No bpy here: the Generate operator pumps an ``EngineRun`` from a timer (UI) or a loop
 (scripts), and mirrors its state into the scene.  Reader threads never touch Blender data;
 they only fill a queue, so Blender's main thread is never blocked by the engine.
+
+A run has its own engine process (one-shot: models loaded for this run only), or is a request
+to an ``EngineServer`` (`python -m engine serve`) that keeps models loaded between runs.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import signal
@@ -24,14 +28,126 @@ STDERR_LINES_KEPT = 40
 CANCEL_GRACE_SECONDS = 10.0
 
 
-class EngineRun:
-    """One engine process: start it, pump its events, cancel it."""
+class EngineProcess:
+    """A `python -m engine ...` child whose stdout events land in a queue, read by threads."""
 
-    def __init__(self, python: Path | str, arguments: list[str], *, cwd: Path | str, job_dir: Path | str):
+    def __init__(self, python: Path, arguments: list[str], *, cwd: Path, interactive: bool = False):
+        self.python, self.arguments, self.cwd, self.interactive = python, arguments, cwd, interactive
+        self.queue: queue.Queue = queue.Queue()  # ("event", dict) | ("garbage", str)
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
+        self.process: subprocess.Popen | None = None
+        self._readers_done = 0  # stdout and stderr readers that reached end of file
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Raises OSError when the interpreter cannot be started."""
+        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
+        env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        # A list of arguments, never a shell; a new session so the engine can be stopped as a
+        # group without touching Blender.
+        self.process = subprocess.Popen(
+            [str(self.python), "-m", "engine", *self.arguments],
+            cwd=self.cwd,
+            env=env,
+            stdin=subprocess.PIPE if self.interactive else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **_new_process_group(),
+        )
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process ended and everything it printed is queued."""
+        if self.process is None:
+            return None
+        code = self.process.poll()
+        with self._lock:
+            return code if code is not None and self._readers_done == 2 else None
+
+    def send(self, message: dict[str, Any]) -> bool:
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+            return True
+        except (OSError, ValueError, AttributeError):  # the engine is gone
+            return False
+
+    def interrupt(self) -> None:
+        _interrupt(self.process)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
+    def _read_stdout(self) -> None:
+        for line in self.process.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                self.queue.put(("event", protocol.parse_event(line)))
+            except protocol.ProtocolError:
+                self.queue.put(("garbage", line))
+        with self._lock:
+            self._readers_done += 1
+
+    def _read_stderr(self) -> None:
+        for line in self.process.stderr:
+            self.stderr_tail.append(line.rstrip())
+        with self._lock:
+            self._readers_done += 1
+
+
+class EngineServer:
+    """A long-lived `python -m engine serve`: runs are requests, models stay loaded between them."""
+
+    def __init__(self, python: Path | str, *, cwd: Path | str, device: str = "auto"):
+        self.python, self.cwd, self.device = Path(python), Path(cwd), device
+        self.engine: EngineProcess | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.engine is not None and self.engine.process.poll() is None
+
+    def ensure_started(self) -> None:
+        if not self.alive:
+            self.engine = EngineProcess(self.python, ["serve", "--device", self.device], cwd=self.cwd, interactive=True)
+            self.engine.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut the engine down (frees its memory); killed if it does not leave in time."""
+        if not self.alive:
+            return
+        self.engine.send({"type": "shutdown"})
+        try:
+            self.engine.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.engine.kill()
+            self.engine.process.wait()
+
+
+class EngineRun:
+    """One generate run: its own engine process, or a request to an ``EngineServer``."""
+
+    def __init__(
+        self,
+        python: Path | str,
+        arguments: list[str],
+        *,
+        cwd: Path | str,
+        job_dir: Path | str,
+        server: EngineServer | None = None,
+    ):
         self.python = Path(python)
         self.arguments = list(arguments)
         self.cwd = Path(cwd)
         self.job_dir = Path(job_dir)
+        self.server = server
         self.state = "new"  # new -> running -> finished | failed | cancelled
         self.stage = ""
         self.fraction = 0.0
@@ -41,14 +157,10 @@ class EngineRun:
         self.warnings: list[str] = []
         self.error: str = ""
         self.events: list[dict[str, Any]] = []
-        self._queue: queue.Queue = queue.Queue()
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        self._process: subprocess.Popen | None = None
+        self._engine: EngineProcess | None = None
         self._cancel_requested_at: float | None = None
         self._stage_total = 1
         self._stage_index = 0
-        self._readers_done = 0  # stdout and stderr readers that reached end of file
-        self._readers_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -59,31 +171,21 @@ class EngineRun:
                 "preferences, or set Engine Python to an interpreter that has the engine's packages."
             )
             return
-        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
-        env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         try:
-            # A list of arguments, never a shell; a new session so the engine can be stopped
-            # as a group without touching Blender.
-            self._process = subprocess.Popen(
-                [str(self.python), "-m", "engine", *self.arguments],
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                bufsize=1,
-                **_new_process_group(),
-            )
+            if self.server is not None:
+                self.server.ensure_started()
+                self._engine = self.server.engine
+                # The server is ours alone and runs one request at a time: what it prints next is this run's.
+                if not self._engine.send({"type": "generate", "args": self.arguments[1:]}):
+                    raise OSError("the engine closed its input")
+            else:
+                self._engine = EngineProcess(self.python, self.arguments, cwd=self.cwd)
+                self._engine.start()
         except OSError as exc:
             self._fail(f"Could not start the engine ({self.python}): {exc}")
             return
         self.state = "running"
         self.message = "Starting engine"
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
 
     @property
     def done(self) -> bool:
@@ -91,39 +193,50 @@ class EngineRun:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._engine.process.pid if self._engine and self._engine.process else None
+
+    @property
+    def _stderr_tail(self) -> collections.deque[str]:
+        return self._engine.stderr_tail if self._engine else collections.deque()
 
     def cancel(self) -> None:
-        """Ask the engine to stop after its current step (SIGINT); killed if it does not."""
-        if self._process is None or self.done or self._cancel_requested_at is not None:
+        """Ask the engine to stop after its current step; a one-shot engine is killed if it does not."""
+        if self._engine is None or self.done or self._cancel_requested_at is not None:
             return
         self._cancel_requested_at = time.monotonic()
         self.message = "Cancelling…"
-        _interrupt(self._process)
+        if self.server is not None:
+            self._engine.send({"type": "cancel"})
+        else:
+            self._engine.interrupt()
 
     def pump(self) -> list[dict[str, Any]]:
         """Handle what arrived since the last call; returns the new events."""
         new_events = []
-        while True:
+        while self._engine is not None and not self.done:
             try:
-                kind, payload = self._queue.get_nowait()
+                kind, payload = self._engine.queue.get_nowait()
             except queue.Empty:
                 break
-            if kind == "event":
-                self._handle(payload)
-                new_events.append(payload)
-            elif kind == "garbage":
+            if kind == "garbage":
                 self.warnings.append(f"engine printed a line that is not an event: {payload[:200]}")
-        if self._process is not None and not self.done:
+                continue
+            if payload["type"] == "hello" and self.server is not None:
+                continue  # the server's greeting, not this run's
+            self._handle(payload)
+            new_events.append(payload)
+            if self.server is not None and payload["type"] in ("result", "error", "cancelled"):
+                code = {"result": protocol.EXIT_OK, "cancelled": protocol.EXIT_CANCELLED}.get(payload["type"], 1)
+                self._finish(code)
+        if self._engine is not None and not self.done:
             if (
-                self._cancel_requested_at is not None
+                self.server is None
+                and self._cancel_requested_at is not None
                 and time.monotonic() - self._cancel_requested_at > CANCEL_GRACE_SECONDS
-                and self._process.poll() is None
             ):
-                self._process.kill()
-            code = self._process.poll()
-            # Readers first: once both reached end of file, everything they read is queued.
-            if code is not None and self._readers_finished() and self._queue.empty():
+                self._engine.kill()
+            code = self._engine.exit_code()
+            if code is not None and self._engine.queue.empty():
                 self._finish(code)
         return new_events
 
@@ -138,32 +251,6 @@ class EngineRun:
             time.sleep(interval)
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _readers_finished(self) -> bool:
-        with self._readers_lock:
-            return self._readers_done == 2
-
-    def _reader_done(self) -> None:
-        with self._readers_lock:
-            self._readers_done += 1
-
-    def _read_stdout(self) -> None:
-        assert self._process and self._process.stdout
-        for line in self._process.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                self._queue.put(("event", protocol.parse_event(line)))
-            except protocol.ProtocolError:
-                self._queue.put(("garbage", line))
-        self._reader_done()
-
-    def _read_stderr(self) -> None:
-        assert self._process and self._process.stderr
-        for line in self._process.stderr:
-            self._stderr_tail.append(line.rstrip())
-        self._reader_done()
 
     def _handle(self, event: dict[str, Any]) -> None:
         self.events.append(event)

@@ -53,6 +53,12 @@ class Gen3DPreferences(bpy.types.AddonPreferences):
     )
     profile: bpy.props.EnumProperty(name="Profile", items=PROFILE_ITEMS, default="offline")
     device: bpy.props.EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
+    keep_engine_loaded: bpy.props.BoolProperty(
+        name="Keep engine loaded",
+        description="One engine process stays up between runs with its models in memory, so the next "
+        "Generate starts at once (Release engine frees the memory)",
+        default=False,
+    )
     torch_variant: bpy.props.EnumProperty(
         name="PyTorch build",
         description="Which PyTorch Set up engine installs",
@@ -85,6 +91,9 @@ class Gen3DPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "engine_python")
         layout.prop(self, "profile")
         layout.prop(self, "device")
+        row = layout.row()
+        row.prop(self, "keep_engine_loaded")
+        row.operator("gen3d.release_engine", icon="X")
         layout.prop(self, "jobs_folder")
         layout.prop(self, "model_overrides")
 

@@ -15,7 +15,7 @@ import bpy
 
 from ..engine import cameras
 from ..gen3d_addon import camera_bridge, importers
-from ..gen3d_addon.engine_client import EngineRun
+from ..gen3d_addon.engine_client import EngineRun, EngineServer
 from ..gen3d_addon.preferences import (
     EXTENSION_ROOT,
     get_preferences,
@@ -26,6 +26,23 @@ from ..gen3d_addon.preferences import (
 
 # The run in flight (one at a time per Blender session): the Cancel operator and the panel read it.
 _active: EngineRun | None = None
+# The long-lived engine when "Keep engine loaded" is on; started by the first Generate.
+_server: EngineServer | None = None
+
+
+def engine_server(context) -> EngineServer | None:
+    """The shared engine for this run, or None for a one-shot engine."""
+    global _server
+    prefs = get_preferences(context)
+    if not prefs.keep_engine_loaded:
+        return None
+    python = resolved_engine_python(prefs)
+    if _server is not None and (_server.python != python or _server.device != prefs.device):
+        _server.stop()  # settings changed: the next run starts a matching engine
+        _server = None
+    if _server is None:
+        _server = EngineServer(python, cwd=EXTENSION_ROOT, device=prefs.device)
+    return _server
 
 
 def active_run() -> EngineRun | None:
@@ -167,7 +184,11 @@ class GEN3D_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return None
         run = EngineRun(
-            resolved_engine_python(get_preferences(context)), arguments, cwd=EXTENSION_ROOT, job_dir=job_dir
+            resolved_engine_python(get_preferences(context)),
+            arguments,
+            cwd=EXTENSION_ROOT,
+            job_dir=job_dir,
+            server=engine_server(context),
         )
         context.scene.gen3d.job_dir = str(job_dir)
         run.start()
@@ -227,4 +248,28 @@ class GEN3D_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = [GEN3D_OT_generate, GEN3D_OT_cancel]
+class GEN3D_OT_release_engine(bpy.types.Operator):
+    """Shut down the kept engine process and free the memory its models hold"""
+
+    bl_idname = "gen3d.release_engine"
+    bl_label = "Release engine"
+
+    @classmethod
+    def poll(cls, context):
+        return _active is None and _server is not None and _server.alive
+
+    def execute(self, context):
+        _server.stop()
+        self.report({"INFO"}, "Gen3D engine released")
+        return {"FINISHED"}
+
+
+def unregister_extra() -> None:
+    """Disabling the add-on (or quitting) must not leave an engine running."""
+    if _active is not None:
+        _active.cancel()
+    if _server is not None:
+        _server.stop()
+
+
+CLASSES = [GEN3D_OT_generate, GEN3D_OT_cancel, GEN3D_OT_release_engine]

@@ -150,3 +150,24 @@ def test_missing_input_image_is_refused_before_starting(example_scene):
     example_scene.gen3d.image_path = "/nowhere/photo.png"
     with pytest.raises(RuntimeError, match="Input image not found"):
         bpy.ops.gen3d.generate()
+
+
+def test_kept_engine_serves_two_runs_then_is_released(example_scene):
+    import bpy
+
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    prefs.keep_engine_loaded = True
+    generate = _generate_module()
+    try:
+        assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}
+        server = generate._server
+        first_pid = server.engine.process.pid
+        example_scene.gen3d.seed = 1  # a different request, same engine
+        assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}
+        assert generate._server.engine.process.pid == first_pid and server.alive
+        assert bpy.ops.gen3d.release_engine() == {"FINISHED"}
+        assert not server.alive and server.engine.process.returncode == 0
+    finally:
+        prefs.keep_engine_loaded = False
+        if generate._server is not None:
+            generate._server.stop()
