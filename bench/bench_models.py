@@ -6,8 +6,9 @@ images mean nothing.  Three commands, each run as its own process so the first g
 ``e2e`` is a real cold start:
 
     python bench/bench_models.py build            # builds the random models into $GEN3D_CACHE
-    python bench/bench_models.py e2e --steps 8 4 --low-vram-steps 8
-        # resident models: N=8 cold, N=8 warm, N=4 warm; then N=8 under the low-vram policy
+    python bench/bench_models.py e2e --runs 8 8 4   # resident models: N=8 cold, N=8 warm, N=4 warm
+    python bench/bench_models.py e2e --runs 8 --memory low-vram
+    python bench/bench_models.py e2e --runs 8,iterations=1000,inpaint_steps=20 8,iterations=1000,inpaint_steps=20
     python bench/bench_models.py models           # each model call alone: load, time, peak VRAM
 
 Input: the bundled example (examples/courtyard), centre-cropped to a square so that
@@ -268,15 +269,20 @@ def command_models(args, result: dict, save) -> None:
     run("sam (layers)", lambda: segment.create("sam", ctx, layer_settings), sam_parts)
 
     def sam_keep_all(b):
-        # Random weights rarely pass SAM's IoU/stability filters, which makes the automatic masks'
-        # post-processing cheap; with every mask kept this is its upper bound.
+        # Random weights pass none of SAM's IoU/stability filters, so their automatic masks cost
+        # no post-processing; real ones keep ~100s.  With every mask of an 8x8 grid kept (192),
+        # this run gives the post-processing cost per kept mask.
         from segment_anything import SamAutomaticMaskGenerator
 
-        generator = SamAutomaticMaskGenerator(b.model, points_per_side=layer_settings.sam_points_per_side, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+        generator = SamAutomaticMaskGenerator(b.model, points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
         with torch.inference_mode(), b._autocast():
-            return {"automatic_masks": len(generator.generate(pixels))}
+            b.predictor.set_image(pixels)  # warm the encoder so the clock below sees the rest
+            start = time.perf_counter()
+            count = len(generator.generate(pixels))
+            sync(device)
+        return {"automatic_masks": count, "s_per_kept_mask": round((time.perf_counter() - start) / max(count, 1), 4)}
 
-    run("sam automatic, keep all", lambda: segment.create("sam", ctx, layer_settings), sam_keep_all, repeats=1)
+    run("sam automatic 8x8, keep all", lambda: segment.create("sam", ctx, layer_settings), sam_keep_all, repeats=1)
 
     start = time.perf_counter()
     completed = inpaint.complete_depth(depth, hidden)
@@ -442,7 +448,7 @@ class Guarded:
         return np.nan_to_num(result, nan=0.5, posinf=1.0, neginf=0.0)
 
 
-def generate_once(args, image_path: Path, steps: int, pool, instrument: Instrument, memory: str) -> dict:
+def generate_once(args, image_path: Path, spec: str, pool, instrument: Instrument, memory: str) -> dict:
     import inspect
 
     import torch
@@ -450,11 +456,12 @@ def generate_once(args, image_path: Path, steps: int, pool, instrument: Instrume
     from engine import pipeline, protocol
     from engine.__main__ import build_parser, prepare_job
 
+    steps, *settings = spec.split(",")  # "N" or "N,name=value,...": engine settings of this run
     job_dir = Path(tempfile.mkdtemp(prefix=f"bench-n{steps}-"))  # a fresh folder: no stage resumes
     argv = ["generate", str(image_path), "--out", str(job_dir), "--profile", args.profile, "--device", args.device]
-    argv += ["--resolution", str(args.resolution), "--steps", str(steps)]
-    if args.iterations:
-        argv += ["--iterations", str(args.iterations)]
+    argv += ["--resolution", str(args.resolution), "--steps", steps]
+    for setting in settings:
+        argv += ["--set", setting]
     instrument.reset()
     recorder = Recorder()
     if torch.cuda.is_available():
@@ -481,7 +488,8 @@ def generate_once(args, image_path: Path, steps: int, pool, instrument: Instrume
     if splat.get("seconds"):
         splat["it_per_s"] = round(splat["steps"] / splat["seconds"], 1)
     return {
-        "steps": steps,
+        "steps": int(steps),
+        "settings": settings,
         "memory": policy.get("memory", "(no policies)"),
         "total_s": round(total, 2),
         "splat": splat,
@@ -502,18 +510,15 @@ def command_e2e(args, result: dict, save) -> None:
 
     instrument = Instrument(args.device)
     image_path, _, _ = square_example(args.resolution)
-    pool = pipeline.BackendPool()
-    plan = [(args.steps[0], "cold", "resident"), (args.steps[0], "warm", "resident")]
-    plan += [(steps, "warm", "resident") for steps in args.steps[1:]]
-    plan += [(steps, "low-vram", "low-vram") for steps in args.low_vram_steps]
+    pool = pipeline.BackendPool()  # shared by the runs (under low-vram each stage empties it)
     result["runs"] = []
-    for steps, label, memory in plan:
+    for index, spec in enumerate(args.runs):
+        label = "cold" if index == 0 else "warm"
         try:
-            # low-vram: every stage loads its models and frees them after (nothing kept between runs)
-            record = generate_once(args, image_path, steps, pool if memory == "resident" else pipeline.BackendPool(), instrument, memory)
+            record = generate_once(args, image_path, spec, pool, instrument, args.memory)
         except Exception as exc:  # noqa: BLE001 - keep what the other runs measured
-            record = {"steps": steps, "error": f"{type(exc).__name__}: {exc}"[:400]}
-        record["label"] = label
+            record = {"steps": spec, "error": f"{type(exc).__name__}: {exc}"[:400]}
+        record["label"] = f"{label} {args.memory}" + (f" {spec.partition(',')[2]}" if "," in spec else "")
         if label == "cold":
             record["since_process_start_s"] = round(time.perf_counter() - PROCESS_START, 2)
         result["runs"].append(record)
@@ -545,9 +550,8 @@ def main() -> int:
     parser.add_argument("--profile", default="bench")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--steps", type=int, nargs="+", default=[8, 4], help="N of each e2e run; the first runs cold then warm")
-    parser.add_argument("--low-vram-steps", type=int, nargs="*", default=[], help="N of e2e runs under the low-vram policy, after those")
-    parser.add_argument("--iterations", type=int, default=0, help="3DGS steps (0: the recipe's default)")
+    parser.add_argument("--runs", nargs="+", default=["8", "8", "4"], help="e2e runs in order, 'N' or 'N,setting=value,...'; the first is cold")
+    parser.add_argument("--memory", default="resident", choices=("resident", "low-vram"), help="e2e memory policy")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per model after the first")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench" / "out"))
     args = parser.parse_args()
