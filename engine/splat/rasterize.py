@@ -14,9 +14,10 @@ The torch backend reproduces ``gsplat.rasterization`` (1.5.3, ``packed=False``, 
 
 gsplat intersects Gaussians with 16x16 tiles; the box above already contains every pixel
 where ``alpha >= 1/255``, so working per pixel instead of per tile selects the same samples.
-The torch backend builds (pixel, Gaussian) pairs inside each box, decides which pairs
-contribute without autograd, then recomputes only those with autograd: memory grows with
-the contributing pairs, not with pixels x Gaussians.
+The torch backend cuts each box row to the run of pixels where alpha can reach 1/255 (about
+pi/4 of the box), composites those (pixel, Gaussian) pairs with a few passes of tensor ops and
+differentiates them with the 3DGS backward written out (``_Composite``): memory grows with the
+pairs, not with pixels x Gaussians, and one CPU training step costs ~3x a forward.
 """
 
 from __future__ import annotations
@@ -178,8 +179,10 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near_pla
     x, y, z = mc.unbind(-1)
     in_depth = (z >= near_plane) & (z <= far_plane)
     z = torch.where(in_depth, z, torch.ones_like(z))  # keep culled ones finite for autograd
-    M = R @ (quat_to_rotmat(quats) * scales[:, None, :])  # [N, 3, 3] camera-space R S
-    cov = M @ M.transpose(1, 2)  # [N, 3, 3]
+    # camera-space R S: R @ X for every Gaussian as one [3N, 3] x [3, 3] product (X^T R^T), not N
+    # tiny batched matmuls, which dominate on a CPU
+    X = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3]
+    M = (X.transpose(1, 2).reshape(-1, 3) @ R.T).reshape(-1, 3, 3)  # [N, 3, 3] = (R X)^T
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
     lim_x_neg = cx / fx + 0.3 * (0.5 * width / fx)
@@ -189,12 +192,12 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near_pla
     # keeps off-screen Gaussians from blowing up.
     tx = z * torch.minimum(torch.maximum(x / z, -lim_x_neg), lim_x_pos)
     ty = z * torch.minimum(torch.maximum(y / z, -lim_y_neg), lim_y_pos)
-    zero = torch.zeros_like(z)
-    J = torch.stack([fx / z, zero, -fx * tx / (z * z), zero, fy / z, -fy * ty / (z * z)], -1).reshape(-1, 2, 3)
-    cov2d = J @ cov @ J.transpose(1, 2)  # [N, 2, 2]
-    a = cov2d[:, 0, 0] + eps2d
-    b = 0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0])
-    c = cov2d[:, 1, 1] + eps2d
+    # J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]]; cov2d = J (R S)(R S)^T J^T = (J R S)(J R S)^T
+    j0 = (fx / z)[:, None] * M[:, :, 0] - (fx * tx / (z * z))[:, None] * M[:, :, 2]  # [N, 3] row 0 of J R S
+    j1 = (fy / z)[:, None] * M[:, :, 1] - (fy * ty / (z * z))[:, None] * M[:, :, 2]
+    a = (j0 * j0).sum(-1) + eps2d
+    b = (j0 * j1).sum(-1)
+    c = (j1 * j1).sum(-1) + eps2d
     det = a * c - b * b
     det_ok = in_depth & (det > 0)
     det = torch.where(det_ok, det, torch.ones_like(det))
@@ -213,81 +216,133 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near_pla
     return means2d, conics, mc[:, 2], radii.int()
 
 
-def _pairs(ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """All (pixel, Gaussian) pairs inside each Gaussian's pixel box, sorted by pixel; within a
-    pixel, in the order of ``ids`` (front to back).  Returns ``(pixel [M], gaussian [M])`` int64."""
-    w = (x1 - x0).clamp_min(0)
-    counts = w * (y1 - y0).clamp_min(0)
-    keep = torch.nonzero(counts > 0).squeeze(1)
-    if keep.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=ids.device)
-        return empty, empty
-    counts = counts.index_select(0, keep)
-    start = torch.cumsum(counts, 0) - counts
-    # one gather of each box's (x0, y0, width, first pair, Gaussian id) per pair
-    table = torch.stack([x0, y0, w, ids], 1).index_select(0, keep)
-    table = torch.cat([table, start[:, None]], 1)  # [n, 5]
-    owner = torch.repeat_interleave(torch.arange(len(keep), device=ids.device), counts)  # [M]
-    box = table.index_select(0, owner)  # [M, 5]
-    k = torch.arange(len(owner), device=ids.device) - box[:, 4]
-    row = torch.div(k, box[:, 2], rounding_mode="floor")
-    pixel = (box[:, 1] + row) * width + box[:, 0] + (k - row * box[:, 2])
-    pixel, order = torch.sort(pixel, stable=True)
-    return pixel, box[:, 3].index_select(0, order)
+def _spans(m: Tensor, conics: Tensor, opacities: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor):
+    """Per box row, the run of pixels where a Gaussian can reach ``alpha >= 1/255``.
 
-
-def _composite(pixel, gauss, means2d, conics, opacities, features, n_pixels):
-    """Front-to-back compositing of pairs sorted by (pixel, depth).
-
-    Returns ``(features [n_pixels, D], alpha [n_pixels])``.  Which pairs count is decided
-    without autograd; the weights of those pairs are then recomputed differentiably.
+    Inputs are per Gaussian (depth order): ``m [V, 2]``, ``conics [V, 3]``, ``opacities [V]`` and
+    the integer box ``[x0, x1) x [y0, y1)``.  Returns ``(gauss [S], row [S], start [S], count [S])``
+    int64, grouped by Gaussian in the input order.  In a row, ``sigma <= ln(255 o)`` is an interval
+    of x (a quadratic), about pi/4 of the box: half the candidate pairs of the whole box.
     """
-    table = torch.cat([means2d, conics, opacities[:, None]], dim=1)  # [N, 6]: x, y, conic a b c, opacity
+    heights = (y1 - y0).clamp_min(0)  # [V]
+    gauss = torch.repeat_interleave(torch.arange(len(heights), device=m.device), heights)  # [S]
+    first = torch.cumsum(heights, 0) - heights
+    row = torch.arange(len(gauss), device=m.device) - first[gauss] + y0[gauss]  # [S]
 
-    def alphas(table, centre, gauss):
-        g = table.index_select(0, gauss)  # [M, 6]
-        dx = g[:, 0] - centre[:, 0]
-        dy = g[:, 1] - centre[:, 1]
-        sigma = 0.5 * (g[:, 2] * dx * dx + g[:, 4] * dy * dy) + g[:, 3] * dx * dy
-        return sigma, torch.clamp_max(g[:, 5] * torch.exp(-sigma), ALPHA_MAX)
+    # Solved in float64 with slack so that no pixel that _Composite's float32 test keeps is missing:
+    # the conic's diagonal shrunk by 1e-4 admits sigma errors up to 1e-4 (a dx^2 + c dy^2) / 2,
+    # far above float32 rounding (shrinking may make the form indefinite: then the whole box row);
+    # the level raised by 0.01 covers exp and the threshold, ends widened by 1e-3 px the rest.
+    # The few extra candidates get alpha 0 there.
+    def per_span(t: Tensor) -> Tensor:
+        return t.double().index_select(0, gauss)
 
-    def exclusive_transmittance(pixel, alpha):
-        # Segmented exclusive cumulative product of (1 - alpha) per pixel, in log space and
-        # float64 so long runs of pairs lose no precision.
-        log_keep = torch.log1p(-alpha).double()
-        exclusive = torch.cumsum(log_keep, 0) - log_keep
-        first = torch.ones_like(pixel, dtype=torch.bool)
-        first[1:] = pixel[1:] != pixel[:-1]
-        segment = torch.cumsum(first, 0) - 1
-        return torch.exp(exclusive - exclusive[first].index_select(0, segment)).to(alpha.dtype)
+    a, b, c = per_span(conics[:, 0]) * (1 - 1e-4), per_span(conics[:, 1]), per_span(conics[:, 2]) * (1 - 1e-4)
+    level = torch.log(per_span(opacities) / ALPHA_THRESHOLD) + 1e-2
+    dy = per_span(m[:, 1]) - (row + 0.5)
+    disc = (b * b - a * c) * dy * dy + 2 * a * level  # sigma(dx) <= level  <=>  (a dx + b dy)^2 <= disc
+    half = torch.sqrt(disc.clamp_min(0)) / a
+    mid = per_span(m[:, 0]) + b * dy / a - 0.5  # pixel x whose centre x + 0.5 minimises sigma in this row
+    lo = torch.maximum(torch.ceil(mid - half - 1e-3), per_span(x0))
+    hi = torch.minimum(torch.floor(mid + half + 1e-3) + 1, per_span(x1))
+    count = torch.where(disc >= 0, (hi - lo).clamp_min(0), 0).long()
+    return gauss, row, lo.clamp_min(0).long(), count
 
-    def take(keep, *tensors):
-        idx = torch.nonzero(keep).squeeze(1)
-        return [t.index_select(0, idx) for t in tensors]
 
-    weight = None
-    differentiable = torch.is_grad_enabled() and (table.requires_grad or features.requires_grad)
-    with torch.no_grad():
-        centre = torch.stack([pixel % n_pixels[1], torch.div(pixel, n_pixels[1], rounding_mode="floor")], 1)
-        centre = centre.to(table.dtype) + 0.5  # [M, 2] pixel centres
-        sigma, alpha = alphas(table.detach(), centre, gauss)
-        pixel, gauss, centre, alpha = take((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), pixel, gauss, centre, alpha)
-        # transmittance after each sample; samples are taken while it stays above T_STOP
-        # (monotone per pixel, so this keeps a prefix of every pixel's list).
-        before = exclusive_transmittance(pixel, alpha)
-        taken = before * (1 - alpha) > T_STOP
-        if not differentiable:
-            pixel, gauss, weight = take(taken, pixel, gauss, alpha * before)  # no autograd: done
-        else:
-            pixel, gauss, centre = take(taken, pixel, gauss, centre)
-    if weight is None:
-        _, alpha = alphas(table, centre, gauss)
-        weight = alpha * exclusive_transmittance(pixel, alpha)  # [M]
-    total = n_pixels[0] * n_pixels[1]
-    out = torch.zeros(total, features.shape[1], dtype=features.dtype, device=features.device)
-    out = out.index_add(0, pixel, weight[:, None] * features.index_select(0, gauss))
-    acc = torch.zeros(total, dtype=weight.dtype, device=weight.device).index_add(0, pixel, weight)
-    return out, acc
+def _expand(gauss: Tensor, row: Tensor, start: Tensor, count: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Spans (``row`` counted from the band's first row) -> one pair per pixel: ``pixel [M]`` (index
+    in the band) and ``gauss [M]`` int64, still grouped by Gaussian."""
+    span = torch.repeat_interleave(count)  # [M] span of each pair
+    first = torch.cumsum(count, 0) - count  # [S] index of each span's first pair
+    pixel = torch.arange(len(span), device=row.device) + (row * width + start - first).index_select(0, span)
+    return pixel, gauss.index_select(0, span)
+
+
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing of candidate pairs, with the 3DGS backward written out.
+
+    ``table [V, 6]`` (x, y, conic a b c, opacity) and ``feats [V, D]`` of the Gaussians in depth
+    order; ``grid [2, P]`` the x, y of the pixel centres; ``pixel``, ``gauss [M]`` int64 the
+    candidate pairs, grouped by Gaussian (``gauss`` non-decreasing).  Returns
+    ``(features [P, D], alpha [P])``.
+
+    The pair loop is memory bound on a CPU, so it is written to make few passes over [M] tensors:
+    per-pair work stays in the Gaussian-major order, where per-Gaussian values are gathered
+    through sorted indices; only the per-pixel scans (transmittance forward, suffix sums
+    backward) go through a stable sort by pixel; per-Gaussian gradient sums are ``embedding_bag``
+    over each Gaussian's run of pairs (a sorted ``index_add_`` is ~10x slower: every add waits
+    for the previous one to the same address); columns stay 1D (gathers of [M, k] rows are ~3x slower).
+    """
+
+    @staticmethod
+    def forward(ctx, table, feats, grid, pixel, gauss):
+        n_pixels = grid.shape[1]
+        mx, my, a, b, c, o = (t.index_select(0, gauss) for t in table.T.contiguous())  # [M] each
+        dx = mx.sub_(grid[0].index_select(0, pixel))  # mean - pixel centre
+        dy = my.sub_(grid[1].index_select(0, pixel))
+        sigma = (a * dx).mul_(dx).addcmul_(c * dy, dy).mul_(0.5).addcmul_(b * dx, dy)
+        vis = torch.neg(sigma).exp_()
+        alpha = (o * vis).clamp_max_(ALPHA_MAX)
+        alpha.masked_fill_((sigma < 0) | (alpha < ALPHA_THRESHOLD), 0)  # skipped samples: alpha 0
+        # pixel-major order, front to back within a pixel (stable); small integer keys sort 2-3x faster
+        order = torch.argsort(pixel.to(torch.int16 if n_pixels <= 1 << 15 else torch.int32), stable=True)
+        counts = torch.bincount(pixel, minlength=n_pixels)  # [P] pairs per pixel
+        sorted_pixel = torch.repeat_interleave(counts)  # [M] pixel of each pair in pixel-major order
+        # transmittance before each sample: a segmented exclusive product of (1 - alpha), summed
+        # in log space and float64 so that long runs of pairs lose no precision.
+        log_keep = torch.log1p(alpha.index_select(0, order).neg_()).double()
+        exclusive = torch.cumsum(log_keep, 0).sub_(log_keep)
+        starts = (torch.cumsum(counts, 0) - counts).clamp_max(len(pixel) - 1)  # [P] first pair of each pixel
+        exclusive -= exclusive.index_select(0, starts).index_select(0, sorted_pixel)
+        T = torch.empty_like(alpha).scatter_(0, order, exclusive.exp_().to(alpha.dtype))
+        # A pixel stops before the sample that takes it to <= T_STOP; T only falls, so that cuts
+        # a suffix of each pixel's list (and samples of alpha 0 never trigger it).
+        alpha.masked_fill_(T * (1 - alpha) <= T_STOP, 0)
+        weight = alpha * T
+        per_pair = [f.index_select(0, gauss) for f in feats.T.contiguous()]  # D x [M]
+        out = torch.zeros(len(per_pair), n_pixels, dtype=feats.dtype, device=feats.device)
+        for f, channel in zip(per_pair, out):
+            channel.index_add_(0, pixel, weight * f)
+        acc = torch.zeros(n_pixels, dtype=weight.dtype, device=weight.device).index_add_(0, pixel, weight)
+        # alpha = min(0.999, o vis) passes gradient to o and sigma only where a sample is taken unclamped
+        vis.masked_fill_((alpha == 0) | (alpha == ALPHA_MAX), 0)
+        lengths = torch.bincount(gauss, minlength=len(table))
+        offsets = torch.cumsum(lengths, 0) - lengths  # [V] first pair of each Gaussian
+        ctx.save_for_backward(table, grid, pixel, order, sorted_pixel, counts, offsets, alpha, T, vis, *per_pair)
+        return out.T, acc
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_acc):
+        table, grid, pixel, order, sorted_pixel, counts, offsets, alpha, T, vis, *per_pair = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        weight = alpha * T
+        dweight = grad_acc.index_select(0, pixel)  # [M] dL/dweight of each pair
+        for f, g in zip(per_pair, grad_out.T.contiguous()):
+            dweight.addcmul_(f, g.index_select(0, pixel))
+        # weight_i = alpha_i T_i, and every later sample j of the pixel has a factor (1 - alpha_i):
+        # dL/dalpha_i = T_i dweight_i - (sum_{j > i} weight_j dweight_j) / (1 - alpha_i).
+        later = (weight * dweight).index_select(0, order).double()  # pixel-major
+        inclusive = torch.cumsum(later, 0)
+        ends = (torch.cumsum(counts, 0) - 1).clamp_min(0)  # [P] last pair of each pixel
+        after = inclusive.index_select(0, ends).index_select(0, sorted_pixel).sub_(inclusive)
+        after = torch.empty_like(alpha).scatter_(0, order, after.to(alpha.dtype))
+        dvis = dweight.mul_(T).sub_(after.div_(1 - alpha)).mul_(vis)  # dL/dalpha x vis = dL/do per pair
+        # dL/dsigma = -o dvis, and sigma = (a dx^2 + c dy^2) / 2 + b dx dy is quadratic in the
+        # pixel centre (x, y) = mean - (dx, dy): per-Gaussian sums of dvis (1, x, y, x^2, xy, y^2)
+        # give every gradient.  In float64: expanding (mean - x)^2 cancels.
+        x, y = grid.double()
+        moments = F.embedding_bag(pixel, torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y], 1), offsets,
+                                  mode="sum", per_sample_weights=dvis.double())  # [V, 6]
+        s1, sx, sy, sxx, sxy, syy = moments.T
+        mx, my, a, b, c, o = table.double().T
+        sdx, sdy = mx * s1 - sx, my * s1 - sy  # sum of dvis dx, dvis dy
+        sdxdx = (mx * s1 - 2 * sx) * mx + sxx
+        sdxdy = mx * my * s1 - mx * sy - my * sx + sxy
+        sdydy = (my * s1 - 2 * sy) * my + syy
+        dtable = torch.stack([a * sdx + b * sdy, b * sdx + c * sdy, 0.5 * sdxdx, sdxdy, 0.5 * sdydy], 1) * -o[:, None]
+        dtable = torch.cat([dtable, s1[:, None]], 1).to(table.dtype)
+        dfeats = F.embedding_bag(pixel, grad_out, offsets, mode="sum", per_sample_weights=weight)  # [V, D]
+        return dtable, dfeats, None, None, None
 
 
 def _rasterize_torch(means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree,
@@ -309,25 +364,36 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmat, K, width,
     visible = torch.nonzero((radii > 0).all(-1)).squeeze(1)
     # front to back; a stable sort breaks depth ties by index, like gsplat's radix sort
     visible = visible[torch.sort(depths.detach()[visible], stable=True).indices]
+    table = torch.cat([means2d, conics, opacities[:, None]], 1).index_select(0, visible)  # [V, 6]
+    feats = feats.index_select(0, visible)  # [V, D]
     with torch.no_grad():
-        m, r = means2d.detach()[visible], radii[visible].to(dtype)
+        m, r = table[:, :2].detach(), radii[visible].to(dtype)
         # pixel i (centre i + 0.5) can be inside [m - r, m + r] only for i in [x0, x1)
         x0 = torch.floor(m[:, 0] - r[:, 0] - 0.5).clamp(0, width).long()
         x1 = (torch.ceil(m[:, 0] + r[:, 0] - 0.5) + 1).clamp(0, width).long()
         y0 = torch.floor(m[:, 1] - r[:, 1] - 0.5).clamp(0, height).long()
         y1 = (torch.ceil(m[:, 1] + r[:, 1] - 0.5) + 1).clamp(0, height).long()
-        n_pairs = int(((x1 - x0) * (y1 - y0)).sum())
+        spans = _spans(m, table[:, 2:5].detach(), table[:, 5].detach(), x0, x1, y0, y1)
+        n_pairs = int(spans[3].sum())
     bands = max(1, math.ceil(n_pairs / PAIR_BUDGET))
     rows = max(1, math.ceil(height / bands))
-    image = torch.zeros(height * width, feats.shape[1], dtype=feats.dtype, device=device)
-    acc = torch.zeros(height * width, dtype=dtype, device=device)
-    for r0 in range(0, height, rows):  # row bands bound the memory of the candidate pairs
+    images, accs = [], []
+    for r0 in range(0, height, rows):  # row bands bound the memory of the pairs
         r1 = min(height, r0 + rows)
-        pixel, gauss = _pairs(visible, x0, x1, y0.clamp(r0, r1), y1.clamp(r0, r1), width)
+        in_band = torch.nonzero((spans[1] >= r0) & (spans[1] < r1)).squeeze(1)
+        gauss, row, start, count = (t.index_select(0, in_band) for t in spans)
+        pixel, gauss = _expand(gauss, row - r0, start, count, width)
         if pixel.numel():
-            band_img, band_acc = _composite(pixel, gauss, means2d, conics, opacities, feats, (height, width))
-            image = image + band_img
-            acc = acc + band_acc
+            ys, xs = torch.meshgrid(torch.arange(r0, r1, dtype=dtype, device=device),
+                                    torch.arange(width, dtype=dtype, device=device), indexing="ij")
+            grid = torch.stack([xs.reshape(-1), ys.reshape(-1)]) + 0.5  # [2, P] the band's pixel centres
+            band_img, band_acc = _Composite.apply(table, feats, grid, pixel, gauss)
+        else:
+            band_img = torch.zeros((r1 - r0) * width, feats.shape[1], dtype=dtype, device=device)
+            band_acc = torch.zeros((r1 - r0) * width, dtype=dtype, device=device)
+        images.append(band_img)
+        accs.append(band_acc)
+    image, acc = torch.cat(images), torch.cat(accs)
     image = image.reshape(height, width, -1)
     alpha = acc.reshape(height, width)
     info: dict[str, Any] = {
