@@ -16,8 +16,8 @@ gsplat intersects Gaussians with 16x16 tiles; the box above already contains eve
 where ``alpha >= 1/255``, so working per pixel instead of per tile selects the same samples.
 The torch backend cuts each box row to the run of pixels where alpha can reach 1/255 (about
 pi/4 of the box), composites those (pixel, Gaussian) pairs with a few passes of tensor ops and
-differentiates them with the 3DGS backward written out (``_Composite``): memory grows with the
-pairs, not with pixels x Gaussians, and one CPU training step costs ~3x a forward.
+differentiates them with the 3DGS backward written out (``_Composite``; on a CPU it costs about
+half the forward): memory grows with the pairs, not with pixels x Gaussians.
 """
 
 from __future__ import annotations
