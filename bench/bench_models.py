@@ -351,15 +351,17 @@ class Instrument:
         instrument = self
 
         def backend(run, slot):
-            pooled = len(run.pool.backends)
+            pooled = dict(run.pool.backends)
             start = time.perf_counter()
             obj = original(run, slot)
-            if len(run.pool.backends) > pooled:  # created now, not taken from the pool
+            created = [k for k, v in run.pool.backends.items() if pooled.get(k) is not v]
+            if created:  # created now, not taken from the pool
                 sync(device)
                 instrument.loads[slot] += time.perf_counter() - start
                 if slot in Guarded.SLOTS:
-                    key = next(k for k, v in run.pool.backends.items() if v is obj)
-                    obj = run.pool.backends[key] = Guarded(obj, slot, instrument)
+                    options_key = run.pool.backends[created[0]][0]
+                    obj = Guarded(obj, slot, instrument)
+                    run.pool.backends[created[0]] = (options_key, obj)
             return Timed(obj, slot, instrument)
 
         pipeline.Run.backend = backend

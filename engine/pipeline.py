@@ -35,7 +35,7 @@ class BackendPool:
     pool for all its runs, so a second request pays no model loading.
     """
 
-    backends: dict[str, Any] = field(default_factory=dict)
+    backends: dict[str, tuple[str, Any]] = field(default_factory=dict)  # "module:backend" -> (options key, backend)
     run: "Run | None" = None  # the run now using the pool: backends' warnings reach its client
 
 
@@ -107,12 +107,17 @@ class Run:
 
             options["settings"] = LayerSettings(**self.settings.subset(LAYER_FIELDS))
         models = {model: self.backend_context().sources(model) for model in self.profile.models}
-        key = json.dumps([slot, name, self.device, repr(options), models], sort_keys=True)
-        if key not in self.pool.backends:
+        key = json.dumps([name, self.device, repr(options), models], sort_keys=True)
+        # One entry per backend (geometry and expansion geometry share one MoGe-2).
+        entry = f"{SLOTS[slot]}:{name}"
+        pooled = self.pool.backends.get(entry)
+        if pooled is None or pooled[0] != key:
+            if pooled is not None:  # other settings or weights: never hold two copies of one model
+                _release([pooled[1]], self.device)
             started = time.perf_counter()
-            self.pool.backends[key] = module.create(name, self.backend_context(), **options)
+            self.pool.backends[entry] = (key, module.create(name, self.backend_context(), **options))
             log.info("loaded %s backend %r in %.2f s", slot, name, time.perf_counter() - started)
-        return self.pool.backends[key]
+        return self.pool.backends[entry][1]
 
     def backend_name(self, slot: str) -> str | None:
         # RGB-D input skips geometry estimation for the input view, whatever the profile.
@@ -122,21 +127,9 @@ class Run:
 
     def release_backends(self) -> None:
         """Free the models created so far, so one stage's weights never sit beside the next's."""
-        released = list(self.pool.backends.values())
+        released = [backend for _, backend in self.pool.backends.values()]
         self.pool.backends.clear()
-        if not released:
-            return
-        for backend in released:
-            if hasattr(backend, "release"):
-                backend.release()
-        del released
-        if self.device.startswith("cuda"):
-            import gc
-
-            import torch
-
-            gc.collect()
-            torch.cuda.empty_cache()
+        _release(released, self.device)
 
     def stage_key(self, stage: str, previous: str) -> str:
         from .profiles import SLOTS
@@ -152,6 +145,22 @@ class Run:
             "device": self.device if stage in ("splat",) else "",
         }
         return settings_key(relevant, previous)
+
+
+def _release(backends: list[Any], device: str) -> None:
+    if not backends:
+        return
+    for backend in backends:
+        if hasattr(backend, "release"):
+            backend.release()
+    backends.clear()
+    if device.startswith("cuda"):
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------
