@@ -42,6 +42,8 @@ def main() -> None:
     scene.cycles.samples = args.samples
     scene.cycles.transparent_max_bounces = 64  # dense splats are many transparent layers
     scene.render.film_transparent = False
+    # Our own scene: show the stored display colours as they are (Blender's default AgX tone-maps them).
+    scene.view_settings.view_transform = "Standard"
     scene.world = scene.world or bpy.data.worlds.new("World")
     tiles = [np.asarray(Image.open(args.job / "inputs" / "image.png").convert("RGB"))]
     tiles.append(render(scene, args.out.with_suffix(".input.png")))
