@@ -70,3 +70,31 @@ def clean_scene(addon):
     yield scene
     for group in list(bpy.data.node_groups):
         bpy.data.node_groups.remove(group)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors on a shared 2-core machine: intra-op threads only add contention (up to 10x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def hf_offline(monkeypatch):
+    """Nothing may reach for the model hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_ctx(tmp_path_factory):
+    """A backend context on the tiny profile with its own model cache and no downloads."""
+    from engine.profiles import BackendContext, get_profile
+
+    cache = tmp_path_factory.mktemp("gen3d-cache")
+    return BackendContext(
+        profile=get_profile("tiny"), cache_dir=str(cache), allow_download=False, warn=lambda s: None, note=lambda s: None
+    )

@@ -19,26 +19,12 @@ from engine.profiles import BackendContext, get_profile
 H = W = 64
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared CPU: one thread avoids oversubscription stalls (10x here)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("hf_offline", "one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("gen3d-cache")
-    return BackendContext(profile=get_profile("tiny"), cache_dir=str(cache), allow_download=False, warn=lambda s: None, note=lambda s: None)
+def ctx(tiny_ctx):
+    return tiny_ctx
 
 
 def _gradient(h: int, w: int) -> np.ndarray:

@@ -9,13 +9,7 @@ import torch
 from engine.splat.rasterize import ALPHA_THRESHOLD, SH_C0, T_STOP, eval_sh, project, rasterize
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine is shared; intra-op threads only add contention at these sizes.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def K_of(f, cx, cy, dtype=torch.float32):

@@ -16,13 +16,7 @@ from engine.splat.train import masked_loss
 W = H = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine is shared; intra-op threads only add contention at these sizes.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def wavy_wall(n: int = 20) -> PointCloud:
