@@ -133,12 +133,4 @@ def parse_model_overrides(text: str) -> dict[str, str]:
 
 CLASSES = [Gen3DPreferences]
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

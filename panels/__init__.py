@@ -7,12 +7,5 @@ from . import camera, main
 _MODULES = (main, camera)
 CLASSES = [cls for module in _MODULES for cls in module.CLASSES]
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+# Registers in order, unregisters in reverse (Blender's own helper).
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
