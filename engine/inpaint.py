@@ -475,9 +475,9 @@ def control_depth(depth: np.ndarray) -> np.ndarray:
 class ControlNetDepthInpainter(_DiffusionInpainter):
     """SD inpainting guided by a depth ControlNet (models ``sd-inpaint`` + ``controlnet-depth``).
 
-    Inside the mask, ``depth`` is replaced by ``complete_depth(depth, mask)``: the depth there
-    is the removed foreground's (or none), and the ControlNet must see the surface that
-    continues behind it, or it would paint the foreground back.
+    ``depth`` must describe the surface to paint: inside the mask, the background that continues
+    behind the removed foreground (the pipeline passes ``complete_depth(depth, mask)``, which it
+    needs for the points anyway), or the ControlNet would paint the foreground back.
     """
 
     name = "sd-controlnet-depth"
@@ -499,7 +499,7 @@ class ControlNetDepthInpainter(_DiffusionInpainter):
     def _extra(self, depth, mask, shape):
         if depth is None:
             raise BadInputError("sd-controlnet-depth needs the depth of the image it fills")
-        control = _pad_to(control_depth(complete_depth(depth, mask)), size_multiple(self.pipe))
+        control = _pad_to(control_depth(depth), size_multiple(self.pipe))
         return {"control_image": control[None], "controlnet_conditioning_scale": self.conditioning_scale}
 
 

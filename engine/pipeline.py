@@ -277,17 +277,18 @@ def stage_inpaint(run: Run, out: Path) -> list[str]:
     visible = unproject(camera, image, depth, depth > 0, edge_threshold=run.settings.depth_edge_threshold)
     layers = [visible]
     if hidden.any():
+        # The background's depth behind the foreground: conditions the inpainting and places its points.
+        background_depth = inpaint.complete_depth(depth, hidden)
         background = run.backend("background_inpaint").inpaint(
             image,
             hidden,
-            depth=depth,
+            depth=background_depth,
             prompt=prompt,
             negative_prompt=run.request.get("negative_prompt") or "",
             seed=run.settings.seed,
             progress=lambda f: run.progress(0.9 * f, "background"),
             should_stop=run.should_stop,
         )
-        background_depth = inpaint.complete_depth(depth, hidden)
         images.save_png(out / "background.png", np.where(hidden[..., None], background, image))
         run.preview("inpaint/background.png")
         layers.append(unproject(camera, background, background_depth, hidden, edge_threshold=run.settings.depth_edge_threshold))

@@ -199,8 +199,10 @@ def test_tiny_controlnet_depth_inpaint(ctx):
     assert np.array_equal(a, backend.inpaint(image, mask, depth=wall, seed=5))
     # The depth reaches the ControlNet: another depth map, same seed, another fill.
     assert not np.array_equal(a[mask], backend.inpaint(image, mask, depth=ramp, seed=5)[mask])
-    # ...but the depth inside the hole does not: it is completed from the far side first.
-    assert np.array_equal(a, backend.inpaint(image, mask, depth=occluded, seed=5))
+    # The depth inside the hole is conditioning too: the caller passes the surface to paint
+    # (the pipeline completes it from the far side first), never the removed foreground's.
+    assert not np.array_equal(a, backend.inpaint(image, mask, depth=occluded, seed=5))
+    assert np.array_equal(a, backend.inpaint(image, mask, depth=inpaint.complete_depth(occluded, mask), seed=5))
     with pytest.raises(BadInputError):
         backend.inpaint(image, mask)
     with pytest.raises(Cancelled):
