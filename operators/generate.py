@@ -13,7 +13,7 @@ from pathlib import Path
 
 import bpy
 
-from ..engine import cameras
+from ..engine import cameras, trajectory
 from ..gen3d_addon import camera_bridge, importers
 from ..gen3d_addon.engine_client import EngineRun, EngineServer
 from ..gen3d_addon.preferences import (
@@ -98,7 +98,7 @@ def build_arguments(context) -> tuple[list[str], Path]:
             if camera_object is None:
                 raise InputError("Camera animation needs a scene camera")
             path = camera_bridge.sample_animation(scene, camera_object, settings.steps + 1)
-            _write_json(job_dir / "trajectory.json", {"version": 1, "source": "blender", "cameras": [c.to_dict() for c in path]})
+            trajectory.save_trajectory(job_dir / "trajectory.json", path, source=f"blender:{camera_object.name}")
             args += ["--trajectory", str(job_dir / "trajectory.json")]
         else:
             args += ["--preset", settings.preset]

@@ -171,3 +171,33 @@ def test_kept_engine_serves_two_runs_then_is_released(example_scene):
         prefs.keep_engine_loaded = False
         if generate._server is not None:
             generate._server.stop()
+
+
+def test_generate_follows_the_keyframed_camera_path(example_scene):
+    """Keyframes -> sampled cameras -> the engine expands into exactly those views."""
+    import bpy
+    import numpy as np
+
+    from engine.cameras import Camera, relative_to
+
+    sys.path.insert(0, str(EXAMPLE.parent.parent / "scripts"))
+    from import_to_blend import add_camera
+
+    add_camera(example_scene, Camera.from_dict(json.loads((EXAMPLE / "camera.json").read_text())), "Input")
+    example_scene.gen3d_camera.scene_depth = 6.0
+    example_scene.gen3d_camera.angle = 20.0
+    assert bpy.ops.gen3d.add_camera_path(preset="orbit", views=3) == {"FINISHED"}
+    settings = example_scene.gen3d
+    settings.use_scene_camera, settings.trajectory_source, settings.steps = True, "CAMERA", 2
+    example_scene.frame_set(example_scene.frame_start)
+    assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}, settings.message
+    job = settings.job_dir
+    sent = json.loads(open(os.path.join(job, "trajectory.json")).read())["cameras"]
+    assert len(sent) == 3
+    used = json.loads(open(os.path.join(job, "expand", "views.json")).read())["cameras"]
+    # The input view, then the path without its first camera (which is the input view).
+    input_camera = Camera.from_dict(json.loads(open(os.path.join(job, "camera.json")).read()))
+    expected = relative_to([Camera.from_dict(c) for c in sent[1:]], input_camera)
+    assert len(used) == 1 + len(expected)
+    for camera, want in zip(used[1:], expected):
+        np.testing.assert_allclose(np.array(camera["world_to_camera"]), want.world_to_camera, atol=1e-6)
