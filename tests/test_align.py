@@ -110,7 +110,7 @@ def test_no_overlap_and_bad_inputs():
         align_depth(estimate, estimate, hole, camera, settings=AlignSettings(fit="affine"))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_matches_cpu():
     camera, render, true_depth = expansion_step()
     estimate = (true_depth * 1.3).astype(np.float32)
@@ -123,7 +123,6 @@ def test_cuda_matches_cpu():
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "courtyard"
 
 
-@pytest.mark.skipif(not (EXAMPLE / "heldout" / "cameras.json").is_file(), reason="examples/courtyard not built")
 def test_seam_error_on_blender_ground_truth():
     """The input view's true RGB-D, rendered into Blender's held-out cameras; each held-out
     view's true depth, 1.3x too far with 2 % noise, stands in for a depth estimate."""

@@ -168,7 +168,7 @@ def test_slight_zoom_leaves_no_pinholes():
     np.testing.assert_allclose(closer.depth, 2.75, rtol=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_matches_cpu():
     camera = camera_at()
     depth, hits = raycast(camera, [WALL, CARD])
