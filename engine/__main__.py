@@ -131,6 +131,10 @@ def prepare_job(args: argparse.Namespace) -> Path:
         request["image"] = job.import_file(image, "source_image" + image.suffix.lower())
     elif not args.prompt.strip():
         raise UsageError("give an input image, or --prompt for text input")
+    elif PROFILES[args.profile].backends.get("text_to_image") is None:
+        raise UsageError(
+            f"the {args.profile} profile has no text-to-image model: give an image, or use --profile full (or tiny)"
+        )
     if args.depth:
         depth = Path(args.depth)
         if image_size:

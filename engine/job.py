@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .protocol import JOB_SCHEMA_VERSION, check_inside_job, read_job
+from .protocol import JOB_SCHEMA_VERSION, ProtocolError, check_inside_job, read_job
 
 
 @contextmanager
@@ -88,8 +88,11 @@ class JobFolder:
         return self.root / stage
 
     def path(self, relative: str) -> Path:
-        """A path named in job.json, confined to the job folder."""
-        return self.root / check_inside_job(relative)
+        """A path named in job.json, confined to the job folder (symbolic links included)."""
+        path = self.root / check_inside_job(relative)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise ProtocolError(f"path {relative!r} in job.json leads outside the job folder")
+        return path
 
     def read(self) -> dict[str, Any]:
         return read_job(self.job_file.read_text(encoding="utf-8"))

@@ -103,3 +103,9 @@ def test_tiny_profile_runs_every_model_stage_and_imports_into_blender(tmp_path, 
     assert bpy.ops.gen3d.import_job(directory=str(job)) == {"FINISHED"}
     imported = [o for o in bpy.data.objects if o.type == "MESH" and len(o.data.vertices) > 0]
     assert len(imported) >= 2  # points and Gaussians
+
+
+def test_text_input_needs_a_profile_with_a_text_to_image_model(tmp_path):
+    result = run_engine("generate", "--prompt", "a quiet harbour", "--out", str(tmp_path / "j"), "--profile", "offline")
+    assert result.returncode == protocol.EXIT_BAD_INPUT
+    assert "no text-to-image model" in events_of(result)[-1]["message"]

@@ -66,9 +66,17 @@ def test_keys_chain_so_a_change_invalidates_later_stages():
 def test_job_paths_stay_inside(tmp_path):
     from engine.protocol import ProtocolError
 
-    job = JobFolder(tmp_path)
+    job = JobFolder(tmp_path / "job")
     with pytest.raises(ProtocolError):
         job.path("../outside.png")
+    # A symbolic link inside the job folder may not lead out of it either.
+    (tmp_path / "job" / "inputs").mkdir(parents=True)
+    (tmp_path / "secret.png").write_bytes(b"x")
+    (tmp_path / "job" / "inputs" / "image.png").symlink_to(tmp_path / "secret.png")
+    with pytest.raises(ProtocolError, match="outside the job folder"):
+        job.path("inputs/image.png")
+    (tmp_path / "job" / "inputs" / "ok.png").write_bytes(b"x")
+    assert job.path("inputs/ok.png").read_bytes() == b"x"
 
 
 @pytest.mark.parametrize(
