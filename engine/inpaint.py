@@ -25,6 +25,8 @@ Backends:
 from __future__ import annotations
 
 import math
+import weakref
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
@@ -373,6 +375,27 @@ def load_sd_pipeline(pipeline_cls, path, device: str, **components):
     return pipe.to(device)
 
 
+# Both diffusion inpainting backends run on the same sd-inpaint weights: one loaded copy of its
+# components (UNet, VAE, text encoder, tokenizer) per weights folder and device, ~2 GB of VRAM
+# saved.  Weak values: the components are freed once no backend holds them.
+_SD_INPAINT = weakref.WeakValueDictionary()
+
+
+def sd_inpaint_pipeline(ctx):
+    """The shared ``StableDiffusionInpaintPipeline`` of the profile's ``sd-inpaint`` weights on ``ctx.device``."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from .models import resolve_source
+
+    path = resolve_source(ctx, "sd-inpaint", allow_patterns=SD_FILES)
+    key = (str(Path(path).resolve()), str(ctx.device))
+    pipe = _SD_INPAINT.get(key)
+    if pipe is None:
+        pipe = load_sd_pipeline(StableDiffusionInpaintPipeline, path, ctx.device)
+        _SD_INPAINT[key] = pipe
+    return pipe
+
+
 def size_multiple(pipe) -> int:
     """Image sides must divide by this: the VAE's factor times the UNet's downsamplings (and by 8,
     which the pipelines check)."""
@@ -394,6 +417,7 @@ class _DiffusionInpainter:
 
     name = ""
     model = "sd-inpaint"
+    base = None  # the shared sd-inpaint pipeline (sd_inpaint_pipeline) whose components self.pipe uses
 
     def __init__(self, ctx, *, steps: int = 30, guidance: float = 7.5, strength: float = 1.0):
         self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)
@@ -437,7 +461,7 @@ class _DiffusionInpainter:
         """Drop the weights (the low-VRAM policy frees each model after its stage)."""
         import torch
 
-        self.pipe = None
+        self.pipe = self.base = None  # the shared components go once the other backend lets go too
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -448,11 +472,8 @@ class SDInpainter(_DiffusionInpainter):
     name = "sd-inpaint"
 
     def _load(self, ctx):
-        from diffusers import StableDiffusionInpaintPipeline
-
-        from .models import resolve_source
-
-        return load_sd_pipeline(StableDiffusionInpaintPipeline, resolve_source(ctx, self.model, allow_patterns=SD_FILES), ctx.device)
+        self.base = sd_inpaint_pipeline(ctx)
+        return self.base
 
 
 def control_depth(depth: np.ndarray) -> np.ndarray:
@@ -492,9 +513,14 @@ class ControlNetDepthInpainter(_DiffusionInpainter):
         from .models import resolve_source
 
         controlnet_path = resolve_source(ctx, "controlnet-depth", allow_patterns=CONTROLNET_FILES)
-        controlnet = ControlNetModel.from_pretrained(str(controlnet_path), dtype=torch_dtype(ctx.device))
-        sd_path = resolve_source(ctx, self.model, allow_patterns=SD_FILES)
-        return load_sd_pipeline(StableDiffusionControlNetInpaintPipeline, sd_path, ctx.device, controlnet=controlnet)
+        dtype = torch_dtype(ctx.device)
+        controlnet = ControlNetModel.from_pretrained(str(controlnet_path), dtype=dtype).to(ctx.device)
+        self.base = sd_inpaint_pipeline(ctx)
+        # The base's modules, not copies; a scheduler of its own (schedulers keep per-call state).
+        components = {**self.base.components, "scheduler": type(self.base.scheduler).from_config(self.base.scheduler.config)}
+        pipe = StableDiffusionControlNetInpaintPipeline(**components, controlnet=controlnet, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def _extra(self, depth, mask, shape):
         if depth is None:

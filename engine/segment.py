@@ -330,7 +330,9 @@ class SamLayers:
 
         self.settings = settings or LayerSettings.from_ctx(ctx)
         self.device = torch.device(ctx.device)
-        self.model = load_sam(resolve_source(ctx, "sam", allow_patterns=["*.pth", "*.pt", "*.safetensors"])).to(self.device)
+        # fp16 weights on CUDA (ViT-H: 1.25 GB instead of 2.5); fp32 on the CPU, where fp16 is slow.
+        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model = load_sam(resolve_source(ctx, "sam", allow_patterns=["*.pth", "*.pt", "*.safetensors"])).to(self.device, dtype)
         self.predictor = SamPredictor(self.model)
         # The generator's own IoU filter uses the paper's threshold; the rules apply it again.
         self.generator = SamAutomaticMaskGenerator(
@@ -342,7 +344,8 @@ class SamLayers:
     def _autocast(self):
         import torch
 
-        # fp16 on CUDA through autocast: SamPredictor feeds float32 pixels to the encoder.
+        # Autocast over the fp16 weights: SamPredictor and the mask generator feed float32 tensors
+        # (point coordinates, pixels) that must meet the weights in fp16.
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
 
     def candidate_masks(self, image: np.ndarray, depth: np.ndarray) -> tuple[list[np.ndarray], list[float], int]:

@@ -209,6 +209,62 @@ def test_tiny_controlnet_depth_inpaint(ctx):
         backend.inpaint(image, mask, depth=wall, should_stop=lambda: True)
 
 
+def test_tiny_inpainters_share_sd_components_and_free_them(ctx, sd):
+    import gc
+    import weakref
+
+    from diffusers import StableDiffusionControlNetInpaintPipeline
+
+    backend = inpaint.create("sd-controlnet-depth", ctx, steps=2)
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        assert getattr(backend.pipe, name) is getattr(sd.pipe, name), name  # one copy of the weights
+    assert backend.pipe.scheduler is not sd.pipe.scheduler  # per-call scheduler state stays apart
+    # Same seed, same image as a ControlNet pipeline with its own copy (how it loaded before).
+    image, mask = _scene()
+    wall = np.full((H, W), 4.0, np.float32)
+    shared = backend.inpaint(image, mask, depth=wall, prompt="a room", seed=5)
+    from diffusers import ControlNetModel
+
+    own = inpaint.load_sd_pipeline(
+        StableDiffusionControlNetInpaintPipeline,
+        resolve_source(ctx, "sd-inpaint"),
+        "cpu",
+        controlnet=ControlNetModel.from_pretrained(str(resolve_source(ctx, "controlnet-depth"))),
+    )
+    assert own.unet is not sd.pipe.unet
+    backend.pipe = own
+    assert np.array_equal(shared, backend.inpaint(image, mask, depth=wall, prompt="a room", seed=5))
+    # A component is freed when no backend holds it: not while the other one still does.
+    other = inpaint.create("sd-inpaint", ctx, steps=2)
+    unet = weakref.ref(other.pipe.unet)
+    assert unet() is sd.pipe.unet
+    other.release()
+    gc.collect()
+    assert unet() is not None and inpaint.create("sd-inpaint", ctx).pipe.unet is sd.pipe.unet
+
+
+def test_tiny_sd_components_freed_after_last_release(ctx, tmp_path):
+    import gc
+    import shutil
+    import weakref
+
+    # Weights of their own (a copy in another folder): the module's `sd` holds the profile's.
+    folder = shutil.copytree(resolve_source(ctx, "sd-inpaint"), tmp_path / "sd-inpaint")
+    own = BackendContext(
+        profile=ctx.profile, cache_dir=ctx.cache_dir, allow_download=False, model_overrides={"sd-inpaint": str(folder)}
+    )
+    a = inpaint.create("sd-controlnet-depth", own, steps=2)
+    b = inpaint.create("sd-inpaint", own, steps=2)
+    unet = weakref.ref(a.pipe.unet)
+    assert b.pipe.unet is unet()
+    a.release()
+    gc.collect()
+    assert unet() is not None
+    b.release()
+    gc.collect()
+    assert unet() is None and (str(folder.resolve()), "cpu") not in inpaint._SD_INPAINT
+
+
 def test_full_profile_offline_names_ids_and_local_override(ctx):
     full = get_profile("full")
     offline_ctx = BackendContext(profile=full, cache_dir=ctx.cache_dir, allow_download=False, warn=lambda s: None, note=lambda s: None)

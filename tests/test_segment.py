@@ -161,6 +161,32 @@ def test_tiny_sam_runs_generator_and_prompts_end_to_end(tiny_sam):
     assert layers.info["prompted"] == prompted and layers.info["kept"] == len(layers.masks)
 
 
+def test_tiny_sam_keeps_fp32_weights_on_the_cpu(tiny_sam):
+    import torch
+
+    assert all(p.dtype == torch.float32 for p in tiny_sam[0].model.parameters())
+
+
+@pytest.mark.gpu
+def test_tiny_sam_fp16_weights_on_cuda(tmp_path):
+    """fp16 weights under autocast: the generator's whole path (filters, boxes, NMS) and the prompts."""
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator
+
+    ctx = _ctx(str(tmp_path), {"sam": ("tiny:sam",)}, {"sam_points_per_side": 4})
+    ctx.device = "cuda"
+    backend = seg.create("sam", ctx)
+    assert all(p.dtype == torch.float16 for p in backend.model.parameters())
+    image = np.random.default_rng(1).random((H, W, 3), dtype=np.float32)
+    pixels = (image * 255).astype(np.uint8)
+    keep_all = SamAutomaticMaskGenerator(backend.model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    with torch.inference_mode(), backend._autocast():
+        records = keep_all.generate(pixels)
+    assert records and all(np.isfinite(r["predicted_iou"]) for r in records)
+    layers = backend.layers(image, _scene())
+    assert layers.info["prompted"] >= 1 and layers.foreground.shape == (H, W)
+
+
 def test_depth_prompts_sit_inside_their_regions():
     prompts = seg.depth_prompts(_scene(), seg.LayerSettings())
     assert len(prompts) == 1  # the wall is 90 % of the image: too large to keep, not prompted
