@@ -57,9 +57,10 @@ def write_json(path: Path | str, data: Any) -> None:
 
 
 def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    # Uncompressed: zlib took seconds per stage (0.8M points, 9 views at 512²) to save ~25 %.
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            np.savez(handle, **arrays)
 
 
 def read_npz(path: Path | str) -> dict[str, np.ndarray]:
