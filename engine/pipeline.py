@@ -96,8 +96,9 @@ class Run:
         if name is None:
             raise BadInputError(f"profile {self.profile.name!r} has no {slot.replace('_', ' ')} backend")
         module = import_module(f"engine.{SLOTS[slot]}")
+        context = self.backend_context()
         if name == "given":  # holds this run's depth: never pooled
-            return module.create(name, self.backend_context(), depth=self.input_depth)
+            return module.create(name, context, depth=self.input_depth)
         options: dict[str, Any] = {}
         if slot in ("background_inpaint", "expansion_inpaint", "text_to_image") and name != "opencv":
             options.update(steps=self.settings.inpaint_steps, guidance=self.settings.guidance)
@@ -106,7 +107,7 @@ class Run:
             from .settings import LAYER_FIELDS
 
             options["settings"] = LayerSettings(**self.settings.subset(LAYER_FIELDS))
-        models = {model: self.backend_context().sources(model) for model in self.profile.models}
+        models = {model: context.sources(model) for model in self.profile.models}
         key = json.dumps([name, self.device, repr(options), models], sort_keys=True)
         # One entry per backend (geometry and expansion geometry share one MoGe-2).
         entry = f"{SLOTS[slot]}:{name}"
@@ -115,7 +116,7 @@ class Run:
             if pooled is not None:  # other settings or weights: never hold two copies of one model
                 _release([pooled[1]], self.device)
             started = time.perf_counter()
-            self.pool.backends[entry] = (key, module.create(name, self.backend_context(), **options))
+            self.pool.backends[entry] = (key, module.create(name, context, **options))
             log.info("loaded %s backend %r in %.2f s", slot, name, time.perf_counter() - started)
         return self.pool.backends[entry][1]
 
