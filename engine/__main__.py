@@ -207,15 +207,19 @@ def _install_stop_signals() -> Callable[[], bool]:
 
 
 def command_generate(args: argparse.Namespace, events: protocol.EventWriter) -> int:
-    from . import pipeline
-
     job_dir = prepare_job(args)
     _setup_logging(job_dir / "engine.log")
     device = resolve_device(args.device)
     should_stop = _install_stop_signals()
     events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job=str(job_dir.resolve()), device=device)
-    run = pipeline.make_run(job_dir, events, device=device, should_stop=should_stop, memory=args.memory)
-    outputs = pipeline.run_job(run)
+    return _run_job(job_dir, events, device=device, should_stop=should_stop, memory=args.memory)
+
+
+def _run_job(job_dir: Path, events: protocol.EventWriter, **run_options: Any) -> int:
+    """Run a prepared job folder to its result event (generate and each serve request)."""
+    from . import pipeline
+
+    outputs = pipeline.run_job(pipeline.make_run(job_dir, events, **run_options))
     events.emit("result", outputs=outputs, job=str(job_dir.resolve()))
     return protocol.EXIT_OK
 
@@ -268,9 +272,7 @@ def command_serve(args: argparse.Namespace, events: protocol.EventWriter) -> int
             out = request.out
             job_dir = prepare_job(request)
             _setup_logging(job_dir / "engine.log")
-            run = pipeline.make_run(job_dir, events, device=device, should_stop=stop.is_set, memory="resident", pool=pool)
-            outputs = pipeline.run_job(run)
-            events.emit("result", outputs=outputs, job=str(job_dir.resolve()))
+            _run_job(job_dir, events, device=device, should_stop=stop.is_set, memory="resident", pool=pool)
         except Exception as exc:  # noqa: BLE001 - one failed request must not end the engine
             report_failure(events, exc, out)
     return protocol.EXIT_OK
