@@ -6,8 +6,11 @@
 
 The zip holds the manifest, the extension's __init__.py, the Blender-side packages
 (gen3d_addon/, operators/, panels/), the engine (engine/, run by the add-on as a separate
-process) and requirements/ (what "Set up engine" installs).  No tests, caches or examples.
-The extension ships no wheels: torch and the models live in the engine's own environment.
+process) and requirements/ (what "Set up engine" installs).  No tests, caches or examples, and
+none of the models built in code that no user runs: the benchmark's random full-size models
+(engine/random_models.py) and the tiny test models (engine/tiny_diffusion.py); the engine in the
+zip runs the offline and full profiles.  The extension ships no wheels: torch and the models live
+in the engine's own environment.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ PACKAGES = ("gen3d_addon", "operators", "panels", "engine", "requirements")
 ROOT_FILES = ("blender_manifest.toml", "__init__.py")
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
+SKIP_FILES = {"engine/random_models.py", "engine/tiny_diffusion.py"}  # benchmark and test models only
 
 REQUIRED_KEYS = {
     "schema_version": str,
@@ -79,7 +83,8 @@ def extension_files() -> list[Path]:
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*")):
             relative = path.relative_to(ROOT)
-            if path.is_file() and not SKIP_PARTS & set(relative.parts) and path.suffix not in SKIP_SUFFIXES:
+            skipped = SKIP_PARTS & set(relative.parts) or path.suffix in SKIP_SUFFIXES or relative.as_posix() in SKIP_FILES
+            if path.is_file() and not skipped:
                 files.append(path)
     return files
 

@@ -1,9 +1,11 @@
 """Time importing N Gaussians from a standard 3DGS .ply to a renderable object in Blender.
 
-    .venv/bin/python bench/bench_import.py [--count 1000000] [--sh-degree 3]
+    .venv/bin/python bench/bench_import.py [--count 1000000] [--sh-degree 3] [--store-sh]
 
 Phases: read + activate (numpy), mesh + attributes (foreach_set), node setup, and the first
 evaluation of the geometry-nodes modifier (viewport: points; render: ellipsoid instances).
+Then the weight in the .blend: the file saved (uncompressed, Blender's default) less an empty
+one, per Gaussian.
 Runs the add-on from this working tree with the bpy module (no install needed).
 """
 
@@ -28,6 +30,7 @@ def load_addon():
     module = importlib.util.module_from_spec(spec)
     sys.modules["gen3d"] = module
     spec.loader.exec_module(module)
+    importlib.import_module("gen3d.gen3d_addon.importers")  # the package imports its modules only in register()
     return module
 
 
@@ -49,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--sh-degree", type=int, default=3)
+    parser.add_argument("--store-sh", action="store_true", help="SH rest into the .blend (as Store SH in .blend does)")
     args = parser.parse_args()
 
     import bpy
@@ -60,9 +64,13 @@ def main() -> None:
         write_file(ply, path, args.count, args.sh_degree)
         size_mb = path.stat().st_size / 1e6
         bpy.ops.wm.read_homefile(use_empty=True)
+        empty = Path(tmp) / "empty.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(empty), copy=True)
         times = {}
         start = time.perf_counter()
         gaussians = importers.read_gaussians(path)
+        if args.store_sh:
+            gaussians["source"] = None
         times["read + activate"] = time.perf_counter() - start
         mark = time.perf_counter()
         obj = importers.gaussians_object("Gaussians", gaussians)
@@ -71,7 +79,7 @@ def main() -> None:
         mark = time.perf_counter()
         depsgraph = bpy.context.evaluated_depsgraph_get()
         geometry = obj.evaluated_get(depsgraph).evaluated_geometry()
-        shown = len(geometry.pointcloud.points)
+        shown = len(geometry.pointcloud.points) if geometry.pointcloud else 0  # the splat draw shows them otherwise
         times["first viewport evaluation"] = time.perf_counter() - mark
         total = time.perf_counter() - start
         # What a render evaluates: every Gaussian as an ellipsoid instance (not in the total).
@@ -84,11 +92,17 @@ def main() -> None:
         geometry = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
         instances = len(geometry.instances_pointcloud().points)
         ellipsoids = time.perf_counter() - mark
+        blend = Path(tmp) / "imported.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+        weight = blend.stat().st_size - empty.stat().st_size
     for name, seconds in times.items():
         print(f"{name:28s} {seconds:6.2f} s")
     print(f"{'total':28s} {total:6.2f} s   ({args.count} Gaussians, SH degree {args.sh_degree}, "
           f"{size_mb:.0f} MB; viewport shows {shown} points)")
     print(f"{'all as ellipsoid instances':28s} {ellipsoids:6.2f} s   ({instances} instances, unrealised)")
+    print(f"{'.blend weight':28s} {weight / 1e6:6.1f} MB  ({weight / args.count:.1f} bytes per Gaussian, SH rest "
+          f"{'in the .blend' if args.store_sh else 'left in the PLY'}; the PLY: "
+          f"{size_mb * 1e6 / args.count:.1f})")
     print(f"machine: {platform.machine()} {platform.processor() or ''} {len(__import__('os').sched_getaffinity(0))} cores, "
           f"Blender {bpy.app.version_string}")
 

@@ -285,9 +285,9 @@ def command_models(args, result: dict, save) -> None:
     run("sam automatic 8x8, keep all", lambda: segment.create("sam", ctx, layer_settings), sam_keep_all, repeats=1)
 
     start = time.perf_counter()
-    completed = inpaint.complete_depth(depth, hidden)
-    results["complete_depth (CPU)"] = {"median_s": round(time.perf_counter() - start, 3), "valid": bool(np.all(completed[hidden] > 0))}
-    print(f"{'complete_depth (CPU)':28s} {json.dumps(results['complete_depth (CPU)'])}", flush=True)
+    completed, _ = depth_geometry.complete_far_side(depth, hidden)
+    results["complete_far_side (CPU)"] = {"median_s": round(time.perf_counter() - start, 3), "valid": bool(np.all(completed[hidden] > 0))}
+    print(f"{'complete_far_side (CPU)':28s} {json.dumps(results['complete_far_side (CPU)'])}", flush=True)
     run(
         "controlnet-depth inpaint",
         lambda: inpaint.create("sd-controlnet-depth", ctx, steps=steps, guidance=settings.guidance),
@@ -336,7 +336,7 @@ class Instrument:
     HELPERS = {
         "engine.pointcloud": ("render_points", "merge", "unproject"),
         "engine.align": ("align_depth",),
-        "engine.inpaint": ("complete_depth",),
+        "engine.depth_geometry": ("complete_far_side",),
         "engine.splat": ("make_reprojection_views", "train_gaussians"),
     }
 

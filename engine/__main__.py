@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__, protocol
+from . import __version__, protocol, remote
 from .cameras import Camera, CameraError
 from .errors import BadInputError, Cancelled, Gen3DError, MissingModelError, OutOfMemory, is_out_of_memory
 from .profiles import PROFILES, ProfileError
@@ -63,9 +63,12 @@ def build_parser() -> Parser:
     generate.add_argument("--fov", type=float, help="horizontal FOV (deg) when no camera or model gives one")
     generate.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any engine.settings field")
     generate.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", help="weights override: HF id or local path")
+    generate.add_argument("--fresh", action="store_true", help="regenerate from scratch: forget the job folder's finished stages")
+    remote.add_arguments(generate)
 
     serve = commands.add_parser("serve", help="answer generate requests from stdin, keeping models loaded")
     serve.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    serve.add_argument("--jobs-root", type=Path, help="request paths are relative to this folder and may not leave it (remote clients)")
 
     commands.add_parser("version", help="print the engine and protocol versions as an event")
     status = commands.add_parser("status", help="which stages of a job folder are finished")
@@ -78,7 +81,10 @@ def build_parser() -> Parser:
 
 
 # Subcommands that live in their own modules: name -> module with add_arguments(parser), main(args, events).
-EXTRA_COMMANDS: dict[str, str] = {"eval-rgbd": "evaluate", "render-path": "render_path"}
+EXTRA_COMMANDS: dict[str, str] = {
+    "eval-rgbd": "evaluate", "render-path": "render_path", "eval-world": "eval_world", "warmup": "warmup",
+    "batch": "batch", "convert": "splat_formats",
+}
 
 
 def _parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
@@ -91,16 +97,23 @@ def _parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
     return result
 
 
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` pairs as settings: each value read as JSON, else as text."""
+    settings: dict[str, Any] = {}
+    for name, text in _parse_pairs(pairs, "--set").items():
+        try:
+            settings[name] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[name] = text
+    return settings
+
+
 def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for name in ("seed", "steps", "resolution", "iterations", "fov", "preset"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
-    for name, text in _parse_pairs(args.set, "--set").items():
-        try:
-            settings[name] = json.loads(text)
-        except json.JSONDecodeError:
-            settings[name] = text
+    settings.update(parse_settings(args.set))
     return settings
 
 
@@ -114,21 +127,24 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def prepare_job(args: argparse.Namespace) -> Path:
-    """Copy the inputs into the job folder and write job.json (the request, as data)."""
+    """Check every input and setting, then copy the inputs into the job folder and write job.json.
+
+    Nothing is written (and ``--fresh`` forgets nothing) before the whole request is found good.
+    """
     from . import images
     from .job import JobFolder, write_json
     from .settings import Settings
 
     settings = _settings_from_args(args)
     Settings.from_dict({**PROFILES[args.profile].settings, **settings})  # absurd settings: refused before any work
-    job = JobFolder(args.out)
-    job.root.mkdir(parents=True, exist_ok=True)
-    request: dict[str, Any] = {"profile": args.profile, "prompt": args.prompt, "negative_prompt": args.negative_prompt}
+    models = _parse_pairs(args.model, "--model")
+    known = sorted({name for profile in PROFILES.values() for name in profile.models})
+    for name in models:
+        if name not in known:
+            raise UsageError(f"--model {name}=...: no model is called {name!r}; the models are {', '.join(known)}")
     image_size = None
     if args.image:
-        image = Path(args.image)
-        image_size = images.check_image(image)  # refused here, naming the user's file, before any work
-        request["image"] = job.import_file(image, "source_image" + image.suffix.lower())
+        image_size = images.check_image(Path(args.image))  # refused here, naming the user's file
     elif not args.prompt.strip():
         raise UsageError("give an input image, or --prompt for text input")
     elif PROFILES[args.profile].backends.get("text_to_image") is None:
@@ -136,29 +152,41 @@ def prepare_job(args: argparse.Namespace) -> Path:
             f"the {args.profile} profile has no text-to-image model: give an image, or use --profile full (or tiny)"
         )
     if args.depth:
-        depth = Path(args.depth)
         if image_size:
-            images.load_depth(depth, image_size)
-        elif not depth.is_file():
-            raise BadInputError(f"depth file not found: {depth}; check the path")
-        request["depth"] = job.import_file(depth, "source_depth" + depth.suffix.lower())
+            images.load_depth(Path(args.depth), image_size)
+        elif not Path(args.depth).is_file():
+            raise BadInputError(f"depth file not found: {args.depth}; check the path")
     elif PROFILES[args.profile].backends.get("geometry") == "given":
         raise UsageError(
             f"the {args.profile} profile estimates no depth: pass --depth (.npy metres, 16-bit .png mm or .exr), "
             "or use --profile tiny or full"
         )
-    if args.camera:
-        camera = Camera.from_dict(_read_json(args.camera, "camera"))
-        request["camera"] = camera.to_dict()
-        write_json(job.root / "camera.json", request["camera"])  # where clients place the result
+    camera = Camera.from_dict(_read_json(args.camera, "camera")).to_dict() if args.camera else None
+    path = None
     if args.trajectory:
         from . import trajectory
 
-        data = _read_json(args.trajectory, "trajectory")
-        trajectory.parse_trajectory(data, f"trajectory {args.trajectory}")  # validates
-        request["trajectory"] = data
+        path = _read_json(args.trajectory, "trajectory")
+        trajectory.parse_trajectory(path, f"trajectory {args.trajectory}")  # validates
+
+    job = JobFolder(args.out)
+    job.root.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        job.clear_stages()
+    request: dict[str, Any] = {"profile": args.profile, "prompt": args.prompt, "negative_prompt": args.negative_prompt}
+    if args.image:
+        request["image"] = job.import_file(args.image, "source_image" + Path(args.image).suffix.lower())
+    if args.depth:
+        request["depth"] = job.import_file(args.depth, "source_depth" + Path(args.depth).suffix.lower())
+    if camera:
+        request["camera"] = camera
+        write_json(job.root / "camera.json", camera)  # where clients place the result
+    else:  # an earlier run's camera would place this run's result
+        (job.root / "camera.json").unlink(missing_ok=True)
+    if path:
+        request["trajectory"] = path
     request["settings"] = settings
-    request["models"] = _parse_pairs(args.model, "--model")
+    request["models"] = models
     job.write(request)
     return job.root
 
@@ -207,6 +235,8 @@ def _install_stop_signals() -> Callable[[], bool]:
 
 
 def command_generate(args: argparse.Namespace, events: protocol.EventWriter) -> int:
+    if args.remote:
+        return remote.command_generate(args, events)
     job_dir = prepare_job(args)
     _setup_logging(job_dir / "engine.log")
     device = resolve_device(args.device)
@@ -228,19 +258,29 @@ def command_serve(args: argparse.Namespace, events: protocol.EventWriter) -> int
     """The resident policy: one process answers many requests, models stay loaded between them.
 
     stdin carries one JSON request per line: {"type": "generate", "args": [...]} with the
-    arguments of `generate`, {"type": "cancel"} (stops the running request) or
-    {"type": "shutdown"}; end of input also shuts down.  Each request's events end with a
-    "result", "error" or "cancelled" event.
+    arguments of `generate`, {"type": "cancel"} (stops the running request and any received
+    before it; never one received after it) or {"type": "shutdown"}.  Shutdown and end of input
+    let the requests received before them finish, then the engine exits 0; SIGINT cancels the
+    running request.  Each request's events end with a "result", "error" or "cancelled" event.
     """
     import queue
 
     from . import pipeline
 
     device = resolve_device(args.device)
-    stop = threading.Event()
     requests: queue.Queue = queue.Queue()
+    # Requests are numbered as they arrive; a cancel stops every request numbered below the
+    # count at that moment, so one sent just before a request starts is never lost, and one
+    # sent after a request finished never reaches the next.
+    received = 0
+    cancelled_below = 0
+
+    def cancel() -> None:
+        nonlocal cancelled_below
+        cancelled_below = received
 
     def read_requests() -> None:
+        nonlocal received
         for line in sys.stdin:
             try:
                 request = json.loads(line)
@@ -249,30 +289,33 @@ def command_serve(args: argparse.Namespace, events: protocol.EventWriter) -> int
                 continue
             kind = request.get("type") if isinstance(request, dict) else None
             if kind == "cancel":
-                stop.set()
+                cancel()
             elif kind == "shutdown":
                 break
             elif kind == "generate" and isinstance(request.get("args"), list):
-                requests.put([str(item) for item in request["args"]])
+                requests.put((received, [str(item) for item in request["args"]]))
+                received += 1
             else:
                 events.emit("warning", message=f"serve: unknown request {str(request)[:80]!r}")
-        stop.set()
         requests.put(None)
 
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: cancel())
     threading.Thread(target=read_requests, daemon=True).start()
     events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job="", device=device, serve=True)
     pool = pipeline.BackendPool()
     parser = build_parser()
-    while (arguments := requests.get()) is not None:
-        stop.clear()
+    while (item := requests.get()) is not None:
+        number, arguments = item
         out = None
         try:
             request = parser.parse_args(["generate", *arguments])
+            if args.jobs_root:
+                remote.confine_request(request, args.jobs_root)
             out = request.out
             job_dir = prepare_job(request)
             _setup_logging(job_dir / "engine.log")
-            _run_job(job_dir, events, device=device, should_stop=stop.is_set, memory="resident", pool=pool)
+            stop = lambda number=number: number < cancelled_below  # noqa: E731
+            _run_job(job_dir, events, device=device, should_stop=stop, memory="resident", pool=pool)
         except Exception as exc:  # noqa: BLE001 - one failed request must not end the engine
             report_failure(events, exc, out)
     return protocol.EXIT_OK
@@ -284,13 +327,30 @@ def command_status(args: argparse.Namespace, events: protocol.EventWriter) -> in
     job = JobFolder(args.job)
     if not job.job_file.is_file():
         raise BadInputError(f"{args.job} is not a job folder (no job.json)")
-    events.emit("result", outputs={stage: bool(record) for stage, record in job.status().items()}, job=str(job.root))
+    from .splat.rasterize import rasterizer_report
+
+    events.emit("result", outputs={stage: bool(record) for stage, record in job.status().items()}, job=str(job.root),
+                **rasterizer_report())
     return protocol.EXIT_OK
 
 
 def command_version(args: argparse.Namespace, events: protocol.EventWriter) -> int:
-    events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job="")
+    events.emit("hello", engine_version=__version__, protocol=protocol.PROTOCOL_VERSION, job="", **_device_report())
     return protocol.EXIT_OK
+
+
+def _device_report() -> dict[str, Any]:
+    """What `auto` picks here, for Test connection: device, GPU and its free memory, rasterizer."""
+    import torch
+
+    from .splat.rasterize import rasterizer_report
+
+    device = resolve_device("auto")
+    report: dict[str, Any] = {"device": device, **rasterizer_report()}
+    if device == "cuda":
+        free, total = torch.cuda.mem_get_info()
+        report.update(gpu=torch.cuda.get_device_name(), gpu_free_mb=round(free / 2**20), gpu_total_mb=round(total / 2**20))
+    return report
 
 
 COMMANDS = {"generate": command_generate, "serve": command_serve, "status": command_status, "version": command_version}
@@ -306,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = default_cache_dir()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache / "torch_extensions"))  # gsplat's CUDA build
     args = None
     try:
         args = build_parser().parse_args(argv)
@@ -331,6 +392,8 @@ def report_failure(events: protocol.EventWriter, exc: BaseException, out: Path |
         return _fail(events, exc, protocol.EXIT_MISSING_MODEL)
     if isinstance(exc, OutOfMemory):
         return _fail(events, exc, protocol.EXIT_OUT_OF_MEMORY, hint=exc.hint)
+    if isinstance(exc, remote.RemoteError):
+        return _fail(events, exc, exc.code)
     if isinstance(exc, (Gen3DError, protocol.ProtocolError, CameraError, ProfileError, TrajectoryError)):
         return _fail(events, exc, protocol.EXIT_BAD_INPUT)
     if is_out_of_memory(exc):

@@ -22,10 +22,24 @@ the hole mask of that render, and returns the new depth moved onto the existing 
    front): it gets no constraint, otherwise the revealed surface would be glued to the
    occluder (LucidDreamer snaps every boundary pixel; this is the one place we differ).
 3. **Smooth fill**: the log-correction is fixed at seam pixels and spread over the hole by a
-   *screened* harmonic (Laplace) fill, ``Δc = c / L²`` with ``L = falloff · max(H, W)`` pixels:
-   smooth, it decays to exactly zero far from every seam (the "zero pinned far away" of
-   LucidDreamer, which pins the image corners), and it is GPU-friendly (coarse-to-fine Jacobi
-   on an image pyramid, all convolutions).  Pixels outside the hole keep the global fit only.
+   *screened* harmonic (Laplace) fill, ``Δc = c / L²`` with ``L = falloff · max(H, W)`` pixels
+   (``depth_geometry.harmonic_fill``, one sparse solve): smooth, it decays to exactly zero far
+   from every seam (the "zero pinned far away" of LucidDreamer, which pins the image corners).
+   ``seam_smoothing`` > 0 makes the seam's gaps soft, robustly re-weighted data of the same
+   membrane instead of pinned values: the existing surface's own sampling noise (its points sit
+   off the pixel centres) then stays out of the hole, at the price of a looser seam.  Pixels outside the hole keep the global fit only.
+
+Baselines (``AlignSettings.fit`` / ``correction``, reachable through the run settings
+``align_fit`` / ``align_correction``; ``python -m engine eval-world`` compares them):
+``fit="none"`` keeps the estimate's own scale; ``correction="none"`` stops after step 1;
+``fit="adam"`` + ``correction="linear-corners"`` is LucidDreamer's recipe: one scale fitted by
+100 Adam steps (lr 0.001, from 1) on the mean squared distance between existing and new points
+at the pixels the existing points cover, then at the points on the hole's border the depth
+offset that puts the new point on the existing one, interpolated linearly over the hole
+(Delaunay, nearest neighbour outside the hull) with zero offset pinned at the four image
+corners.  LucidDreamer scales the new points about the world origin; here the scale acts along
+the view's rays (about its camera centre), because the engine lifts depth along rays — the
+same as LucidDreamer's for its first expansion views, whose cameras sit near the origin.
 
 Arrays: numpy in, numpy out; ``device`` picks where the torch compute runs (CPU or CUDA).
 Only the hole pixels of the result are meant to be lifted into new points.
@@ -41,21 +55,39 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Camera
+from .depth_geometry import depth_jumps, harmonic_fill
 
-FITS = ("scale", "scale_shift", "none")
+FITS = ("scale", "scale_shift", "adam", "none")
+CORRECTIONS = ("ray", "linear-corners", "none")
 _DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) to a 4-neighbour
 _MEDIAN_SAMPLES = 16384  # robust statistics use an evenly strided sample of at most ~this size
 
 
 @dataclass
 class AlignSettings:
-    fit: str = "scale"  # "scale" | "scale_shift" | "none" (see module docstring, step 1)
+    fit: str = "scale"  # "scale" | "scale_shift" | "adam" | "none" (see module docstring, step 1)
+    correction: str = "ray"  # "ray" (steps 2-3) | "linear-corners" (LucidDreamer) | "none"
     fit_iterations: int = 10  # IRLS iterations of the global fit
     huber: float = 0.05  # relative residual beyond which a pixel is down-weighted (Huber)
     seam_tolerance: float = 0.2  # relative depth gap beyond which a boundary pixel is an occlusion
     extrapolate_tolerance: float = 0.1  # max relative step between the two known pixels used to extrapolate
     falloff: float = 0.25  # screening length of the fill, as a fraction of max(H, W)
-    jacobi_iterations: int = 20  # Jacobi sweeps per pyramid level (4x on the coarsest)
+    seam_smoothing: float = 0.0  # > 0: the seam's log gaps are soft data averaged over this length (fraction of max(H, W)); 0: pinned
+
+    @classmethod
+    def from_settings(cls, settings) -> "AlignSettings":
+        """The alignment a run's ``engine.settings.Settings`` asks for (its ``align_*`` fields)."""
+        return cls(
+            fit=settings.align_fit,
+            correction=settings.align_correction,
+            seam_tolerance=settings.align_seam_tolerance,
+            falloff=settings.align_falloff,
+            seam_smoothing=settings.align_seam_smoothing,
+        )
+
+
+MIN_FIT_PIXELS = 64  # fewer overlapping pixels than this: the global fit is a guess
+MIN_INLIER_FRACTION = 0.5  # fewer inliers than this after the fit: the estimate disagrees in shape
 
 
 @dataclass
@@ -76,6 +108,27 @@ class AlignStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def warnings(self, settings: "AlignSettings") -> list[str]:
+        """What a user should hear about this view's alignment (with the numbers)."""
+        problems = []
+        if settings.fit != "none" and self.fit_pixels < MIN_FIT_PIXELS:
+            problems.append(
+                f"only {self.fit_pixels} pixels overlap the existing geometry (need {MIN_FIT_PIXELS}): "
+                f"the depth keeps scale {self.scale:.3f} from too little evidence"
+            )
+        elif settings.fit != "none" and self.fit_inlier_fraction < MIN_INLIER_FRACTION:
+            problems.append(
+                f"only {self.fit_inlier_fraction:.0%} of {self.fit_pixels} overlapping pixels agree with the existing "
+                f"geometry within {settings.huber:.0%} after the fit (scale {self.scale:.3f}): the estimated depth's "
+                "shape differs from the scene's"
+            )
+        if self.seam_error_after_rel > settings.seam_tolerance / 2:
+            problems.append(
+                f"the new surface still jumps {self.seam_error_after_rel:.1%} ({self.seam_error_after:.3f} m) "
+                "from the existing one at the hole's border"
+            )
+        return problems
 
 
 def _shifted(t: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
@@ -99,8 +152,12 @@ def _robust_weights(residual: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def _fit(new: torch.Tensor, ref: torch.Tensor, settings: AlignSettings) -> tuple[float, float, float]:
     """Robust fit ref ≈ scale·new + shift over 1-D float64 samples -> (scale, shift, inlier share)."""
-    if settings.fit == "none" or new.numel() == 0:
+    if new.numel() == 0:
         return 1.0, 0.0, 0.0
+    if settings.fit in ("none", "adam"):
+        scale = 1.0 if settings.fit == "none" else _adam_scale(new, ref)
+        inliers = float((((scale * new - ref) / ref).abs() <= settings.huber).double().mean())
+        return scale, 0.0, inliers
     log_ratio = torch.log(ref) - torch.log(new)  # [M]
     location = log_ratio[:: max(1, log_ratio.numel() // _MEDIAN_SAMPLES)].median()
     for _ in range(settings.fit_iterations):
@@ -124,35 +181,68 @@ def _fit(new: torch.Tensor, ref: torch.Tensor, settings: AlignSettings) -> tuple
     return scale, shift, inliers
 
 
-def _neighbour_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum of the 4-neighbours of each pixel of t [1, 1, H, W], zero outside."""
-    p = F.pad(t, (1, 1, 1, 1))
-    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+def _adam_scale(new: torch.Tensor, ref: torch.Tensor, steps: int = 100, lr: float = 1e-3) -> float:
+    """LucidDreamer's fit: one scale from 1, ``steps`` Adam steps on the mean squared distance of
+    the points (z-depths along the same rays: the ray length factor is common to both)."""
+    scale = torch.ones((), dtype=new.dtype, device=new.device, requires_grad=True)
+    optimizer = torch.optim.Adam([scale], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.mean((ref - scale * new) ** 2)
+        loss.backward()
+        optimizer.step()
+    return float(scale.detach())
 
 
-def _screened_fill(
-    domain: torch.Tensor, fixed: torch.Tensor, value: torch.Tensor, length_px: float, iterations: int
-) -> torch.Tensor:
-    """Solve Δc = c / L² on ``domain`` ([H, W] bool) with c = value on ``fixed``, Neumann at the
-    domain's edge; coarse-to-fine Jacobi.  Returns c [H, W] (0 outside the domain)."""
-    levels = [(domain[None, None].float(), fixed[None, None].float(), (value * fixed)[None, None])]
-    while min(levels[-1][0].shape[-2:]) > 8:
-        dom, fix, val = levels[-1]
-        fix_sum = F.avg_pool2d(fix, 2, ceil_mode=True)
-        coarse_val = F.avg_pool2d(val, 2, ceil_mode=True) / fix_sum.clamp(min=1e-12)
-        levels.append((F.max_pool2d(dom, 2, ceil_mode=True), (fix_sum > 0).float(), coarse_val))
-    solution = torch.zeros_like(levels[-1][0])
-    for depth_level in range(len(levels) - 1, -1, -1):
-        dom, fix, val = levels[depth_level]
-        solution = F.interpolate(solution, size=dom.shape[-2:], mode="bilinear", align_corners=False)
-        screening = (2**depth_level / length_px) ** 2  # pixel spacing doubles per level
-        inverse_count = 1.0 / (_neighbour_sum(dom) + screening)
-        free = dom * (1 - fix)  # [1, 1, h, w] pixels the sweep updates
-        pinned = val * fix
-        sweeps = iterations * 4 if depth_level == len(levels) - 1 else iterations
-        for _ in range(sweeps):
-            solution = _neighbour_sum(solution) * inverse_count * free + pinned
-    return solution[0, 0]
+def _linear_corners(
+    fitted: np.ndarray, ref: np.ndarray, known: np.ndarray, hole: np.ndarray
+) -> np.ndarray:
+    """LucidDreamer's boundary correction: additive depth offsets ``ref - fitted`` at the known
+    pixels bordering the hole, zero at the four image corners, interpolated linearly over the hole
+    (nearest neighbour outside the convex hull).  Returns the offset [H, W] (0 outside the hole)."""
+    from scipy.interpolate import griddata
+    from scipy.ndimage import binary_dilation
+
+    height, width = hole.shape
+    border = known & (fitted > 0) & binary_dilation(hole, structure=np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool))
+    rows, cols = np.nonzero(border)
+    offset = np.zeros(hole.shape, dtype=np.float64)
+    if len(rows) == 0 or not hole.any():
+        return offset
+    corners = np.array([[0, 0], [0, width - 1], [height - 1, 0], [height - 1, width - 1]], dtype=np.float64)
+    sites = np.concatenate([np.stack([rows, cols], 1).astype(np.float64), corners])
+    values = np.concatenate([(ref - fitted)[rows, cols].astype(np.float64), np.zeros(4)])
+    targets = np.stack(np.nonzero(hole), 1).astype(np.float64)
+    linear = griddata(sites, values, targets, method="linear")
+    nearest = griddata(sites, values, targets, method="nearest")
+    offset[hole] = np.where(np.isnan(linear), nearest, linear)
+    return offset
+
+
+SEAM_ROUNDS = 3  # robust re-weighting rounds of the seam fit
+
+
+def _seam_fit(gap: np.ndarray, seam: np.ndarray, domain: np.ndarray, settings: AlignSettings) -> np.ndarray:
+    """The log-correction [H, W] over ``domain`` (the hole) from the seam's log gaps, regularised.
+
+    The existing surface next to the hole is itself sampled (its points sit off the pixel
+    centres, the input's hidden background is a guess), so each seam pixel's gap carries noise
+    of a few percent that a pinned (Dirichlet) fill would copy into the hole.  Here the gaps are
+    soft data (weight 1/ℓ², ℓ = ``seam_smoothing``·max(H, W)) of the screened membrane, re-weighted
+    robustly (Huber, trimmed): the correction follows the gap's trend along the seam, not each
+    pixel's noise, and a seam pixel that disagrees with its neighbours has no pull."""
+    length = max(gap.shape)
+    data_weight = (settings.seam_smoothing * length) ** -2
+    zero_weight = (settings.falloff * length) ** -2
+    weight = seam.astype(np.float64)
+    correction = np.zeros(gap.shape, np.float64)
+    for _ in range(SEAM_ROUNDS):
+        pull = data_weight * weight + zero_weight
+        values = np.where(seam, data_weight * weight * gap / pull, 0.0)
+        correction = harmonic_fill(values[..., None], domain, np.zeros(gap.shape, bool), weight=pull)[..., 0]
+        weight = np.zeros(gap.shape, np.float64)
+        weight[seam] = _robust_weights(torch.from_numpy(gap[seam] - correction[seam]), settings.huber).numpy()
+    return np.where(domain, correction, 0.0).astype(np.float32)
 
 
 def _to_tensor(array: np.ndarray, device: torch.device, dtype=torch.float32) -> torch.Tensor:
@@ -177,6 +267,8 @@ def align_depth(
     settings = settings or AlignSettings()
     if settings.fit not in FITS:
         raise ValueError(f"align_depth: fit must be one of {FITS}, not {settings.fit!r}")
+    if settings.correction not in CORRECTIONS:
+        raise ValueError(f"align_depth: correction must be one of {CORRECTIONS}, not {settings.correction!r}")
     shape = (camera.height, camera.width)
     for label, array in (("new_depth", new_depth), ("rendered_depth", rendered_depth), ("hole_mask", hole_mask)):
         if np.shape(array) != shape:
@@ -203,7 +295,7 @@ def align_depth(
     for dy, dx in _DIRECTIONS:
         ref1 = _shifted(torch.where(known, ref, torch.zeros_like(ref)), dy, dx, 0.0)
         ref2 = _shifted(torch.where(known, ref, torch.zeros_like(ref)), 2 * dy, 2 * dx, 0.0)
-        steady = (ref2 > 0) & ((ref1 - ref2).abs() <= settings.extrapolate_tolerance * ref1)
+        steady = (ref2 > 0) & ~depth_jumps(ref1, ref2, settings.extrapolate_tolerance)
         candidate = torch.where(steady, 2 * ref1 - ref2, ref1)
         usable = hole & new_ok & (ref1 > 0) & (candidate > 0)
         gap = torch.where(usable, (torch.log(candidate.clamp(min=1e-12)) - log_fitted).abs(), torch.full_like(ref, math.inf))
@@ -212,18 +304,28 @@ def align_depth(
         target = torch.where(better, candidate, target)
         across = torch.where(better, ref1, across)
     boundary = torch.isfinite(best_gap)
-    seam = boundary & (best_gap <= math.log1p(settings.seam_tolerance))
+    seam = boundary & ~depth_jumps(target, fitted, settings.seam_tolerance)
 
     # 3. Log-correction fixed on the seam, screened-harmonic fill over the hole.
     correction_at_seam = torch.where(seam, torch.log(target.clamp(min=1e-12)) - log_fitted, torch.zeros_like(ref))
-    if bool(seam.any()):
-        correction = _screened_fill(
-            hole & new_ok,
-            seam,
-            correction_at_seam,
-            settings.falloff * max(shape),
-            settings.jacobi_iterations,
-        )
+    if settings.correction == "linear-corners":
+        offset = _linear_corners(fitted.cpu().numpy(), ref.cpu().numpy(), known.cpu().numpy(), (hole & new_ok).cpu().numpy())
+        corrected = (fitted + _to_tensor(offset, device)).clamp(min=0)
+        correction = torch.where(corrected > 0, torch.log(corrected.clamp(min=1e-12)) - log_fitted, torch.zeros_like(ref))
+        correction = torch.where(new_ok, correction, torch.zeros_like(ref))
+    elif settings.correction == "ray" and bool(seam.any()):
+        if settings.seam_smoothing > 0:
+            correction = _to_tensor(_seam_fit(correction_at_seam.cpu().numpy(), seam.cpu().numpy(),
+                                              (hole & new_ok).cpu().numpy(), settings), device)
+        else:
+            # Fixed on the seam, free (zero normal derivative) at the hole's other edges.
+            fill = harmonic_fill(
+                correction_at_seam.cpu().numpy()[..., None],
+                (hole & new_ok & ~seam).cpu().numpy(),
+                seam.cpu().numpy(),
+                weight=(settings.falloff * max(shape)) ** -2,
+            )
+            correction = torch.where(hole & new_ok, _to_tensor(fill[..., 0], device), torch.zeros_like(ref))
     else:
         correction = torch.zeros_like(ref)
     aligned = fitted * torch.exp(correction)
@@ -250,6 +352,6 @@ def align_depth(
         seam_error_before_rel=before_rel,
         seam_error_global_rel=global_rel,
         seam_error_after_rel=after_rel,
-        max_correction=float(torch.expm1(correction.abs().max())) if bool(seam.any()) else 0.0,
+        max_correction=float(torch.expm1(correction.abs().max())) if bool(correction.any()) else 0.0,
     )
     return aligned.cpu().numpy().astype(np.float32), stats

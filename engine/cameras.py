@@ -12,6 +12,10 @@ Conventions, used everywhere in this project:
   identity).  ``job.json`` keeps where that frame sits in the client's world
   (``Camera.world_to_camera`` of the input camera as the client gave it), so results can be
   placed back exactly, at metric scale.
+* **Sky panorama** (``JOB/sky.png``, engine.sky): equirectangular in the engine world, its centre
+  column along the input view (+z), three quarters across to its right (+x), its top row
+  straight up (-y).  That is Blender's equirectangular layout in a frame whose +X is forward,
+  +Y left and +Z up (``PANORAMA_FROM_ENGINE``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 
 # Blender camera-local axes -> OpenCV camera axes (and its own inverse).
 CV_FROM_BLENDER = np.diag([1.0, -1.0, -1.0, 1.0])
+# Engine-world directions -> the sky panorama's axes (x forward, y left, z up).
+PANORAMA_FROM_ENGINE = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 class CameraError(ValueError):
@@ -237,6 +243,13 @@ def relative_to(cameras: Sequence[Camera], reference: Camera) -> list[Camera]:
     """Re-express cameras in ``reference``'s OpenCV frame (the engine world)."""
     reference_to_world = reference.camera_to_world
     return [cam.with_pose(cam.world_to_camera @ reference_to_world) for cam in cameras]
+
+
+def panorama_from_world(engine_to_world: np.ndarray) -> np.ndarray:
+    """3x3 rotation taking client-world directions into the sky panorama's axes, for a world
+    placed by ``engine_to_world`` (its rotation only: scale and translation do not turn the sky)."""
+    u, _, vt = np.linalg.svd(np.asarray(engine_to_world, np.float64)[:3, :3])
+    return PANORAMA_FROM_ENGINE @ (u @ vt).T
 
 
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Geometry backends: metric z-depth and intrinsics of one image, behind one interface.
 
-``create(name, ctx, **kwargs) -> DepthBackend``; ``backend.estimate(image, camera_hint)``
-returns a ``DepthEstimate``.  Backends:
+``create(name, ctx, **kwargs) -> DepthBackend``; ``backend.estimate(image, camera_hint,
+should_stop=None)`` returns a ``DepthEstimate`` (the networks poll ``should_stop`` before each of
+their modules and raise ``Cancelled``).  Backends:
 
 * ``given``          RGB-D input: the depth map arrives with the image (``create(..., depth=...)``).
 * ``completion``     no network: completes the holes of a rendered expansion view's depth from
@@ -23,11 +24,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from scipy import ndimage
 
 from .cameras import Camera
-from .errors import BadInputError
-from .models import resolve_source
+from .depth_geometry import complete_far_side, sanitize_depth
+from .errors import BadInputError, cancel_inside
+from .models import TRANSFORMERS, Layout, resolve_source, resolve_weights
 
 # With no camera given, the focal length WorldScore uses (f = 500 px at 512 px wide,
 # horizontal field of view ~54.2 degrees), scaled to the image width.
@@ -81,13 +82,6 @@ def hint_intrinsics(camera_hint: Camera | None, width: int, height: int) -> np.n
     return camera_hint.resized(width, height).K.copy()
 
 
-def sanitize_depth(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(depth with 0 wherever it is NaN/inf/zero/negative, valid mask)."""
-    depth = np.asarray(depth, dtype=np.float32)
-    valid = np.isfinite(depth) & (depth > 0)
-    return np.where(valid, depth, 0.0).astype(np.float32), valid
-
-
 def _resize_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
     import cv2
 
@@ -136,68 +130,6 @@ class GivenDepth:
 # ---------------------------------------------------------------------------------------------
 
 
-def complete_far_side(
-    depth: np.ndarray, hole_mask: np.ndarray, *, gap: float = 0.1, smoothing_iterations: int = 50
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fill the holes of a rendered depth map from the far side of each hole.
-
-    A hole in a rendered novel view is space that was hidden behind something nearer, so its
-    surface continues the *background* around it, not the occluder.  For each hole (8-connected
-    component of ``hole_mask`` plus any pixel without depth) the known pixels on its rim are split
-    at the largest jump of their sorted depths; only the far side is used as boundary (when no
-    jump exceeds ``gap`` relative depth the rim is one surface and all of it is).  Holes start from their nearest
-    far rim pixel and are then relaxed towards a harmonic (smooth) inverse-depth surface with the
-    near rim acting as a wall.  Returns (depth with holes filled, valid); holes with no rim stay 0.
-    """
-    depth, known = sanitize_depth(depth)
-    hole_mask = np.asarray(hole_mask, dtype=bool)
-    if hole_mask.shape != depth.shape:
-        raise BadInputError(f"hole mask {hole_mask.shape} and depth {depth.shape} differ in size")
-    known &= ~hole_mask
-    target = ~known
-    if not target.any() or not known.any():
-        return depth, known
-    inverse = np.where(known, 1.0 / np.maximum(depth, 1e-12), 0.0)
-
-    labels, count = ndimage.label(target, structure=np.ones((3, 3), bool))
-    rim_labels = ndimage.grey_dilation(labels, size=(3, 3)) * known  # rim pixel -> its hole's label
-    sources = np.zeros_like(known)
-    bounded = []  # holes that have a rim (a hole with none, e.g. an empty render, stays empty)
-    for label in range(1, count + 1):
-        rim = rim_labels == label
-        if not rim.any():
-            continue
-        bounded.append(label)
-        values = inverse[rim]
-        ordered = np.sort(np.log(values))
-        jumps = np.diff(ordered)
-        if jumps.size == 0 or jumps.max() <= math.log1p(gap):
-            sources |= rim  # one continuous surface around the hole (possibly slanted)
-        else:
-            # split at the largest depth jump; smaller inverse depth = farther
-            split = ordered[int(np.argmax(jumps))]
-            sources[rim] = np.log(values) <= split
-    if not sources.any():
-        return depth, known
-
-    _, (rows, cols) = ndimage.distance_transform_edt(~sources, return_indices=True)
-    field = np.where(target, inverse[rows, cols], inverse)
-    # Jacobi relaxation on the 4-neighbourhood; neighbours that are neither hole nor far rim
-    # (the near rim, the occluder) do not count, so the occluder never bleeds into the fill.
-    usable = (target | sources).astype(np.float64)
-    for _ in range(smoothing_iterations):
-        padded = np.pad(field * usable, 1)
-        weight = np.pad(usable, 1)
-        total = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
-        count_n = weight[:-2, 1:-1] + weight[2:, 1:-1] + weight[1:-1, :-2] + weight[1:-1, 2:]
-        field = np.where(target & (count_n > 0), total / np.maximum(count_n, 1), field)
-
-    reached = np.isin(labels, bounded)
-    filled = depth.copy()
-    filled[reached] = (1.0 / np.maximum(field[reached], 1e-12)).astype(np.float32)
-    return sanitize_depth(filled)
-
-
 class CompletionDepth:
     """Offline expansion geometry: the rendered depth with its holes completed classically."""
 
@@ -214,13 +146,15 @@ class CompletionDepth:
         *,
         rendered_depth: np.ndarray | None = None,
         hole_mask: np.ndarray | None = None,
+        **_: Any,  # should_stop: one quick classical pass, nothing to check inside
     ) -> DepthEstimate:
         height, width = _check_image(image).shape[:2]
         if rendered_depth is None or hole_mask is None:
             raise BadInputError("the 'completion' geometry needs the rendered depth and hole mask of the view")
         if np.shape(rendered_depth) != (height, width):
             raise BadInputError(f"rendered depth {np.shape(rendered_depth)} does not match the image {height}x{width}")
-        depth, valid = complete_far_side(rendered_depth, hole_mask, gap=self.gap)
+        # Pixels the render left without depth are holes too.
+        depth, valid = complete_far_side(rendered_depth, np.asarray(hole_mask, bool) | ~(np.asarray(rendered_depth) > 0), min_gap=self.gap)
         K = hint_intrinsics(camera_hint, width, height)
         if K is None:
             raise BadInputError("the 'completion' geometry needs the camera of the rendered view")
@@ -268,6 +202,13 @@ def build_tiny_moge(folder: Path) -> None:
     torch.save({"model_config": TINY_MOGE_CONFIG, "model": model.state_dict()}, folder / "model.pt")
 
 
+# MoGe publishes one pickle, model.pt ({"model_config": dict, "model": state dict}); MoGe's own
+# MoGeModel.from_pretrained reads it with torch.load(weights_only=True): tensors and plain
+# containers only, never pickled code.
+MOGE_LAYOUT = Layout(required=("model.pt",), small_files=())
+DEPTH_ANYTHING_LAYOUT = Layout(components=(("", TRANSFORMERS),), required=("config.json", "preprocessor_config.json"))
+
+
 def _moge_checkpoint(path: Path) -> Path:
     return path / "model.pt" if path.is_dir() else path
 
@@ -282,13 +223,13 @@ class MoGeDepth:
         from moge.model.v2 import MoGeModel
 
         self.ctx = ctx
-        checkpoint = _moge_checkpoint(resolve_source(ctx, "moge", allow_patterns=["model.pt"]))
+        checkpoint = _moge_checkpoint(resolve_source(ctx, "moge", MOGE_LAYOUT))
         model = MoGeModel.from_pretrained(checkpoint)
         self.device = torch.device(ctx.device)
         self.fp16 = self.device.type == "cuda"
         self.model = (model.half() if self.fp16 else model).to(self.device).eval()
 
-    def estimate(self, image: np.ndarray, camera_hint: Camera | None = None, **_: Any) -> DepthEstimate:
+    def estimate(self, image: np.ndarray, camera_hint: Camera | None = None, *, should_stop=None, **_: Any) -> DepthEstimate:
         import torch
 
         image = _check_image(image)
@@ -296,7 +237,7 @@ class MoGeDepth:
         K = hint_intrinsics(camera_hint, width, height)
         fov_x = None if K is None else math.degrees(2.0 * math.atan(width / (2.0 * K[0, 0])))
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self.device)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), cancel_inside(self.model, should_stop, "MoGe-2"):
             # MoGe wraps its fp32 post-processing in a CPU autocast that torch says it ignores.
             warnings.filterwarnings("ignore", message=".*CPU autocast.*")
             output = self.model.infer(tensor, fov_x=fov_x, use_fp16=self.fp16)
@@ -369,23 +310,25 @@ class DepthAnythingDepth:
 
         self.ctx = ctx
         self.near, self.far = near, far
-        folder = resolve_source(ctx, "depth-anything", allow_patterns=["*.json", "*.safetensors", "*.txt"])
+        resolved = resolve_weights(ctx, "depth-anything", DEPTH_ANYTHING_LAYOUT)
+        folder = str(resolved.path)
         self.device = torch.device(ctx.device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.processor = AutoImageProcessor.from_pretrained(str(folder))
-        self.model = AutoModelForDepthEstimation.from_pretrained(str(folder), dtype=dtype).to(self.device).eval()
+        self.processor = AutoImageProcessor.from_pretrained(folder)
+        model = AutoModelForDepthEstimation.from_pretrained(folder, dtype=dtype, **resolved.weights[""].kwargs())
+        self.model = model.to(self.device).eval()
         self.metric = getattr(self.model.config, "depth_estimation_type", "relative") == "metric"
         if not self.metric:
             ctx.note(f"depth-anything gives relative depth: mapped to {near:g}..{far:g} m")
 
-    def estimate(self, image: np.ndarray, camera_hint: Camera | None = None, **_: Any) -> DepthEstimate:
+    def estimate(self, image: np.ndarray, camera_hint: Camera | None = None, *, should_stop=None, **_: Any) -> DepthEstimate:
         import torch
 
         image = _check_image(image)
         height, width = image.shape[:2]
         inputs = self.processor(images=np.clip(image, 0.0, 1.0), return_tensors="pt", do_rescale=False)
         pixel_values = inputs["pixel_values"].to(self.device, self.model.dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), cancel_inside(self.model, should_stop, "Depth Anything"):
             predicted = self.model(pixel_values=pixel_values).predicted_depth  # [1, h, w]
         predicted = _resize_to(predicted[0].float().cpu().numpy(), height, width)
         depth = predicted if self.metric else relative_to_metric(predicted, self.near, self.far)

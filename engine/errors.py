@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 
 class Gen3DError(Exception):
@@ -42,6 +43,27 @@ class Cancelled(Gen3DError):
     """The client asked the engine to stop."""
 
     stage = ""  # the stage that was running, set by the pipeline (the "cancelled" event's field)
+
+
+@contextmanager
+def cancel_inside(model: Any, should_stop: Callable[[], bool] | None, what: str) -> Iterator[None]:
+    """Within the block, ``should_stop()`` is polled before every submodule of ``model`` (a torch
+    module) runs, and a cancel raises ``Cancelled``: one model call (MoGe-2's inference, SAM's image
+    encoder) stops within one of its blocks instead of at its end.  The hooks are removed after."""
+    if should_stop is None:
+        yield
+        return
+
+    def check(module, inputs) -> None:
+        if should_stop():
+            raise Cancelled(f"cancelled during {what}")
+
+    hooks = [module.register_forward_pre_hook(check) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class OutOfMemory(Gen3DError):

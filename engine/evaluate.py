@@ -9,6 +9,8 @@ baseline row reprojects the input's own points (no 3DGS) into the held-out views
 error is the distance from each generated point, placed back in Blender's world through the
 input camera, to the nearest true-surface sample; ``point_error_floor_*`` is the same metric
 for the true depth itself, i.e. what surface sampling and pixel footprint alone cost.
+The world is rendered with its sky layer (engine.sky); ``psnr_sky`` scores the held-out pixels
+where Blender saw no surface (its sky), ``psnr_nonsky`` all the others.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from . import cameras, images, protocol
 from .cameras import Camera
+from .depth_geometry import depth_jumps
 from .errors import BadInputError
 
 DEFAULT_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "courtyard"
@@ -52,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, default=320, help="working resolution, long side (px)")
     parser.add_argument("--iterations", type=int, help="3DGS optimisation steps (default: the recipe's, 300 on a CPU)")
     parser.add_argument("--steps", type=int, default=0, help="expansion views before 3DGS (offline inpainting)")
+    parser.add_argument("--splat-schedule", default="auto", choices=("auto", "fast", "lucid", "cpu"),
+                        help="3DGS schedule (engine.settings.splat_schedule)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
 
@@ -105,7 +110,7 @@ def covisible_mask(target: View, source: View, tolerance: float = COVISIBLE_TOLE
     seen = np.zeros(len(z), dtype=bool)
     index = np.flatnonzero(inside)
     source_depth = source.depth[rows[index].astype(int), cols[index].astype(int)]
-    seen[index] = (source_depth > 0) & (np.abs(z[index] - source_depth) <= tolerance * source_depth)
+    seen[index] = (source_depth > 0) & ~depth_jumps(z[index], source_depth, tolerance)
     return valid & seen.reshape(valid.shape)
 
 
@@ -163,6 +168,7 @@ def write_job(job_dir: Path, example_dir: Path, args: argparse.Namespace) -> Non
                 "steps": args.steps,
                 "seed": args.seed,
                 **({"iterations": args.iterations} if args.iterations else {}),
+                **({"splat_schedule": args.splat_schedule} if getattr(args, "splat_schedule", "auto") != "auto" else {}),
             },
         }
     )
@@ -193,6 +199,9 @@ def evaluate_views(example: Example, gaussians, device: str, edge_threshold: flo
                 "covisible_fraction": float(mask.mean()),
                 "psnr": masked_psnr(splat, view.image, mask),
                 "ssim": masked_ssim(splat, view.image, mask),
+                # Over Blender's sky (no depth) and over the rest of the frame, seen or not by the input.
+                "psnr_sky": masked_psnr(splat, view.image, view.depth == 0),
+                "psnr_nonsky": masked_psnr(splat, view.image, view.depth > 0),
                 "psnr_points": masked_psnr(points, view.image, mask),
                 "ssim_points": masked_ssim(points, view.image, mask),
                 # Cracks and disocclusions left black by the points, inside covisible pixels.
@@ -217,6 +226,7 @@ def print_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         f"{summary['ssim_covisible']:>6.3f} | {summary['psnr_points_covisible']:>11.2f} {summary['ssim_points_covisible']:>6.3f} "
         f"{summary['points_hole_fraction']:>6.3f}"
     )
+    lines.append(f"3DGS PSNR over the sky {summary['psnr_sky']:.2f}, over the rest {summary['psnr_nonsky']:.2f}")
     lines.append(
         f"point error (m): mean {summary['point_error_mean']:.4f}  median {summary['point_error_median']:.4f}  "
         f"p90 {summary['point_error_p90']:.4f}  ({summary['points']} points; true depth alone: "
@@ -228,8 +238,8 @@ def print_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
 def main(args: argparse.Namespace, events: protocol.EventWriter) -> int:
     from . import pipeline
     from .__main__ import resolve_device
-    from .export import read_gaussians_ply
     from .job import write_json
+    from .sky import read_world
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -240,7 +250,7 @@ def main(args: argparse.Namespace, events: protocol.EventWriter) -> int:
     run = pipeline.make_run(job_dir, events, device=device)
     pipeline.run_job(run)
 
-    gaussians = read_gaussians_ply(job_dir / "gaussians.ply")
+    gaussians = read_world(job_dir)  # with its sky
     renders = out / "renders"
     renders.mkdir(parents=True, exist_ok=True)
     rows = evaluate_views(example, gaussians, device, run.settings.depth_edge_threshold, renders)
@@ -257,6 +267,8 @@ def main(args: argparse.Namespace, events: protocol.EventWriter) -> int:
     summary: dict[str, Any] = {
         "psnr_covisible": mean("psnr"),
         "ssim_covisible": mean("ssim"),
+        "psnr_sky": mean("psnr_sky"),
+        "psnr_nonsky": mean("psnr_nonsky"),
         "psnr_points_covisible": mean("psnr_points"),
         "ssim_points_covisible": mean("ssim_points"),
         "covisible_fraction": mean("covisible_fraction"),

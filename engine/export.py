@@ -5,7 +5,9 @@ The 3DGS layout (the INRIA reference's ``save_ply``), one float32 property each,
     x y z  nx ny nz  f_dc_0..2  f_rest_0..(3K-1)  opacity  scale_0..2  rot_0..3
 
 with values stored pre-activation (opacity logit, log scale, unnormalised wxyz quaternion) and
-``f_rest`` channel-major: all K coefficients of red, then green, then blue.
+``f_rest`` channel-major: all K coefficients of red, then green, then blue.  Colours are stored
+in display space, as other viewers expect (the engine's are linear light; engine/colour.py says
+how the SH bands convert).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
+from . import colour
 from .job import atomic_path
 from .splat.gaussians import Gaussians
 
@@ -61,6 +64,7 @@ def write_gaussians_ply(path: Path | str, gaussians: Gaussians) -> None:
     g = gaussians.detach().to("cpu")
     n = len(g)
     n_rest = g.shN.shape[1]
+    sh0, shN = colour.sh_to_display(g.sh0, g.shN)
 
     def arr(t: torch.Tensor) -> np.ndarray:
         return t.float().numpy().reshape(n, -1)
@@ -68,8 +72,8 @@ def write_gaussians_ply(path: Path | str, gaussians: Gaussians) -> None:
     columns = np.concatenate([
         arr(g.means),
         np.zeros((n, 3), np.float32),  # normals: unused, kept for the layout
-        arr(g.sh0[:, 0, :]),
-        arr(g.shN.transpose(1, 2)),  # [N, 3, K] -> channel-major f_rest
+        arr(sh0[:, 0, :]),
+        arr(shN.transpose(1, 2)),  # [N, 3, K] -> channel-major f_rest
         arr(g.opacities),
         arr(g.scales),
         arr(g.quats),
@@ -82,7 +86,7 @@ def write_gaussians_ply(path: Path | str, gaussians: Gaussians) -> None:
 
 
 def read_gaussians_ply(path: Path | str, device: torch.device | str = "cpu") -> Gaussians:
-    """Read a 3DGS PLY (ours or any writer of the standard layout) into ``Gaussians``."""
+    """Read a 3DGS PLY (ours or any writer of the standard layout) into ``Gaussians`` (linear light)."""
     vertex = PlyData.read(str(path))["vertex"].data
     names = vertex.dtype.names
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
@@ -95,11 +99,13 @@ def read_gaussians_ply(path: Path | str, device: torch.device | str = "cpu") -> 
 
     n = len(vertex)
     rest = cols([f"f_rest_{i}" for i in range(n_rest)]) if n_rest else torch.zeros(n, 0, device=device)
+    sh0, shN = colour.sh_from_display(cols([f"f_dc_{i}" for i in range(3)])[:, None, :],
+                                      rest.reshape(n, 3, k).transpose(1, 2).contiguous())
     return Gaussians(
         means=cols(["x", "y", "z"]),
         quats=cols([f"rot_{i}" for i in range(4)]),
         scales=cols([f"scale_{i}" for i in range(3)]),
         opacities=cols(["opacity"])[:, 0],
-        sh0=cols([f"f_dc_{i}" for i in range(3)])[:, None, :],
-        shN=rest.reshape(n, 3, k).transpose(1, 2).contiguous(),
+        sh0=sh0,
+        shN=shN,
     )

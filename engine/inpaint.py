@@ -19,7 +19,7 @@ Backends:
                           ControlNet fed the normalised depth D~ = (D - Dmin) / (Dmax - Dmin)
                           (the paper's depth-conditioned background inpainting).
 
-``complete_depth(depth, mask)`` fills the background layer's depth inside a hole.
+The background layer's depth inside a hole comes from ``engine.depth_geometry.complete_far_side``.
 """
 
 from __future__ import annotations
@@ -31,22 +31,31 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .depth_geometry import harmonic_fill
 from .errors import BadInputError, Cancelled
+from .models import DIFFUSERS, TRANSFORMERS, Layout, Resolved
+from .settings import MAX_DIFFUSION_STEPS
 
 Progress = Callable[[float], None] | None  # fraction of the call done, 0..1
 ShouldStop = Callable[[], bool] | None
 
-# What a Stable Diffusion repository needs fetched from the Hub: configs, tokenizer files and
-# the full-precision safetensors of the components we load (cast to fp16 on load), not the
-# .ckpt/.bin/fp16 duplicates nor the safety checker, which we do not load.
-SD_FILES = (
-    "*.json",
-    "*.txt",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/diffusion_pytorch_model.safetensors",
-    "text_encoder/model.safetensors",
+# What a Stable Diffusion folder must hold: the weights of the three components we load (chosen
+# from the listing by engine.models.select_weights: stable-diffusion-v1-5/stable-diffusion-inpainting
+# has only fp16 safetensors) and the configs, tokenizer and scheduler; not the .ckpt, the other
+# weight variants nor the safety checker, which we do not load.
+SD_LAYOUT = Layout(
+    components=(("unet", DIFFUSERS), ("vae", DIFFUSERS), ("text_encoder", TRANSFORMERS)),
+    required=(
+        "model_index.json",
+        "unet/config.json",
+        "vae/config.json",
+        "text_encoder/config.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
+    ),
 )
-CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+CONTROLNET_LAYOUT = Layout(components=(("", DIFFUSERS),), required=("config.json",), small_files=("config.json",))
 
 
 class Inpainter(Protocol):
@@ -113,54 +122,6 @@ def _downsample_known(values: np.ndarray, known: np.ndarray) -> tuple[np.ndarray
     coarse_known = den > 0
     coarse = np.where(coarse_known[..., None], num / np.maximum(den, 1e-12)[..., None], 0.0).astype(np.float32)
     return coarse, coarse_known
-
-
-def harmonic_fill(values: np.ndarray, unknown: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """Solve Laplace's equation for ``values`` [H, W, C] on the ``unknown`` pixels.
-
-    Known neighbours in ``fixed`` are boundary values; every other neighbour (and the image
-    border) is a zero-normal-derivative boundary.  Harmonic interpolation reproduces affine
-    functions exactly and is the smoothest fill (no streaks).  A hole that touches no fixed
-    pixel is held (weakly) at the mean of all fixed values, as it has nothing better to follow.
-    """
-    import scipy.sparse as sp
-    import scipy.sparse.linalg as spla
-
-    h, w = unknown.shape
-    out = values.astype(np.float64, copy=True)
-    n = int(unknown.sum())
-    if n == 0:
-        return out
-    index = -np.ones(unknown.shape, np.int64)
-    index[unknown] = np.arange(n)
-    ys, xs = np.nonzero(unknown)
-    me = index[ys, xs]
-    diag = np.zeros(n)
-    rhs = np.zeros((n, values.shape[2]))
-    rows, cols = [], []
-    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        ny, nx = ys + dy, xs + dx
-        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        ny, nx, src = ny[inside], nx[inside], me[inside]
-        other = index[ny, nx]
-        linked = other >= 0
-        rows.append(src[linked])
-        cols.append(other[linked])
-        boundary = fixed[ny, nx] & ~linked
-        np.add.at(diag, src[linked | boundary], 1.0)
-        np.add.at(rhs, src[boundary], out[ny[boundary], nx[boundary]])
-    anchor = 1e-6
-    reference = out[fixed & ~unknown].mean(axis=0) if (fixed & ~unknown).any() else np.zeros(values.shape[2])
-    diag += anchor
-    rhs += anchor * reference
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    system = sp.csc_matrix(
-        (np.concatenate([diag, -np.ones(rows.size)]), (np.concatenate([np.arange(n), rows]), np.concatenate([np.arange(n), cols]))),
-        shape=(n, n),
-    )
-    solve = spla.splu(system).solve
-    out[ys, xs] = np.stack([solve(rhs[:, c]) for c in range(values.shape[2])], axis=-1)
-    return out
 
 
 def membrane_fill(values: np.ndarray, hole: np.ndarray, *, max_unknowns: int = 100_000) -> np.ndarray:
@@ -231,90 +192,6 @@ class OpenCVInpainter:
 
 
 # --------------------------------------------------------------------------------------------
-# Background depth completion
-
-
-def _far_side(ring_depth: np.ndarray, min_gap: float, min_separation: float) -> np.ndarray:
-    """Which boundary pixels of one hole lie on its far side (True) rather than on an occluder.
-
-    Otsu's split of the log depths; accepted only when the two groups are far apart (more than
-    ``min_gap`` relative depth) and the split explains most of the spread (a bimodal ring: an
-    occluder in front of a surface).  A ring on one continuous surface - a slanted floor - keeps
-    all its pixels.
-    """
-    log_d = np.log(ring_depth)
-    order = np.sort(log_d)
-    n = order.size
-    if n < 4 or order[-1] - order[0] < np.log1p(min_gap):
-        return np.ones(n, bool)
-    csum = np.cumsum(order)
-    k = np.arange(1, n)  # split after k values
-    mean_lo = csum[:-1] / k
-    mean_hi = (csum[-1] - csum[:-1]) / (n - k)
-    between = k * (n - k) / n**2 * (mean_hi - mean_lo) ** 2
-    best = int(np.argmax(between))
-    explained = between[best] / max(order.var(), 1e-12)
-    if explained < min_separation or mean_hi[best] - mean_lo[best] < np.log1p(min_gap):
-        return np.ones(n, bool)
-    return log_d > order[best]
-
-
-def complete_depth(
-    depth: np.ndarray, mask: np.ndarray, *, min_gap: float = 0.1, min_separation: float = 0.85
-) -> np.ndarray:
-    """Depth of the hidden background inside ``mask``, continuing the far surface.
-
-    For each connected hole, the known depths around it are split into the far side (the
-    background that continues behind the removed occluder) and the near side (the occluder
-    itself, or other foreground).  Inverse depth inside the hole is then the harmonic
-    interpolation (Laplace equation) of the far-side values: fixed on far-side neighbours,
-    zero normal derivative towards near-side pixels, invalid pixels and the image border.
-    Inverse depth of a plane is affine in pixel coordinates, and harmonic interpolation
-    reproduces affine functions, so a planar background is continued exactly.
-
-    ``depth`` float32 [H, W] (0 or non-finite = unknown); returns a copy with ``mask`` filled.
-    """
-    import cv2
-    import scipy.ndimage as ndi
-
-    depth = np.asarray(depth, dtype=np.float32)
-    mask = np.asarray(mask, dtype=bool)
-    if depth.shape != mask.shape:
-        raise BadInputError(f"complete_depth: mask {mask.shape} does not match depth {depth.shape}")
-    valid = np.isfinite(depth) & (depth > 0) & ~mask
-    out = depth.copy()
-    if not mask.any():
-        return out
-    if not valid.any():
-        raise BadInputError("complete_depth: the depth map has no valid value to continue")
-    inv = np.zeros(depth.shape, np.float64)
-    inv[valid] = 1.0 / depth[valid]
-
-    labels, _ = ndi.label(mask)
-    fixed = np.zeros(mask.shape, bool)  # known pixels that act as boundary values
-    kernel = np.ones((3, 3), np.uint8)
-    h, w = mask.shape
-    for label, box in enumerate(ndi.find_objects(labels), start=1):
-        # Work in the hole's bounding box grown by one pixel: its ring lies inside.
-        y0, x0 = max(box[0].start - 1, 0), max(box[1].start - 1, 0)
-        y1, x1 = min(box[0].stop + 1, h), min(box[1].stop + 1, w)
-        hole = labels[y0:y1, x0:x1] == label
-        ring = (cv2.dilate(hole.astype(np.uint8), kernel) > 0) & valid[y0:y1, x0:x1]
-        if not ring.any():
-            continue
-        ys, xs = np.nonzero(ring)
-        ys, xs = ys + y0, xs + x0
-        far = _far_side(depth[ys, xs].astype(np.float64), min_gap, min_separation)
-        fixed[ys[far], xs[far]] = True
-    if not fixed.any():  # no hole touches valid depth: hold them at the scene's mean instead
-        fixed = valid
-
-    solution = harmonic_fill(inv[..., None], mask, fixed)[..., 0]
-    out[mask] = (1.0 / np.maximum(solution[mask], 1e-12)).astype(np.float32)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Diffusion (shared with engine.text2image)
 
 
@@ -354,6 +231,25 @@ def quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+SOLVERS = tuple(MAX_DIFFUSION_STEPS)
+
+
+def solver_scheduler(scheduler, solver: str):
+    """A scheduler of kind ``solver`` with the model's noise schedule (``scheduler.config``).
+
+    SD 1.5 ships PNDM, which needs ~50 steps; DPM-Solver++ (2nd order multistep) and UniPC reach
+    the same quality in ~20 (diffusers' scheduler docs), i.e. 2.5x fewer UNet evaluations.
+    """
+    from diffusers import DPMSolverMultistepScheduler, PNDMScheduler, UniPCMultistepScheduler
+
+    kinds = {"dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+             "unipc": (UniPCMultistepScheduler, {}), "pndm": (PNDMScheduler, {})}
+    if solver not in kinds:
+        raise ValueError(f"unknown diffusion solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    kind, options = kinds[solver]
+    return kind.from_config(scheduler.config, **options)
+
+
 def generator(seed: int):
     """A CPU generator: the same seed gives the same noise on the CPU and on CUDA."""
     import torch
@@ -361,18 +257,60 @@ def generator(seed: int):
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
-def load_sd_pipeline(pipeline_cls, path, device: str, **components):
+def load_sd_pipeline(pipeline_cls, resolved: Resolved, device: str, **components):
     """``pipeline_cls.from_pretrained`` of a Stable Diffusion folder, on ``device``, quiet.
 
-    The safety checker is not loaded: it is a second CLIP model in memory, and on scene
+    The UNet, VAE and text encoder are loaded one by one from the files ``resolved`` chose
+    (``variant=`` / ``use_safetensors=``), so a folder holding several variants gives the chosen
+    one.  The safety checker is not loaded: it is a second CLIP model in memory, and on scene
     backgrounds its false positives would black out views of the world.
     """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
     quiet_loading()
-    pipe = pipeline_cls.from_pretrained(
-        str(path), dtype=torch_dtype(device), safety_checker=None, requires_safety_checker=False, **components
-    )
+    dtype = torch_dtype(device)
+    path = str(resolved.path)
+    for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL), ("text_encoder", CLIPTextModel)):
+        if name not in components:
+            components[name] = cls.from_pretrained(path, dtype=dtype, **resolved.weights[name].kwargs())
+    pipe = pipeline_cls.from_pretrained(path, dtype=dtype, safety_checker=None, requires_safety_checker=False, **components)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def prompt_embeddings(pipe, prompt: str, negative_prompt: str, guided: bool) -> tuple:
+    """(prompt, negative prompt or None) embeddings for a prompt of any length.
+
+    CLIP reads 77 tokens: 75 between its start and end tokens.  diffusers cuts a longer prompt
+    there (warning on every call), so the end of a long prompt would silently do nothing.  Here a
+    prompt is encoded in windows of 75 tokens, each framed by the start and end tokens as CLIP was
+    trained, and the windows' embeddings are concatenated (what AUTOMATIC1111 and ComfyUI do): the
+    UNet's cross-attention reads any number of tokens.  A prompt of up to 75 tokens gives exactly
+    ``pipe.encode_prompt``'s embeddings.  The shorter of the pair gets empty windows, so both have
+    the length classifier-free guidance needs.
+    """
+    import torch
+
+    tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
+    window = tokenizer.model_max_length - 2
+
+    def windows(text: str) -> list[list[int]]:
+        ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
+        return [ids[start:start + window] for start in range(0, len(ids), window)] or [[]]
+
+    def encode(chunks: list[list[int]], count: int):
+        chunks = chunks + [[]] * (count - len(chunks))
+        rows = [[tokenizer.bos_token_id, *chunk, tokenizer.eos_token_id] + [tokenizer.pad_token_id] * (window - len(chunk))
+                for chunk in chunks]
+        with torch.no_grad():
+            hidden = encoder(torch.tensor(rows, device=encoder.device))[0]  # [windows, 77, width]
+        return hidden.reshape(1, -1, hidden.shape[-1]).to(encoder.dtype)
+
+    positive = windows(prompt)
+    negative = windows(negative_prompt) if guided else []
+    count = max(len(positive), len(negative))
+    return encode(positive, count), (encode(negative, count) if guided else None)
 
 
 # Both diffusion inpainting backends run on the same sd-inpaint weights: one loaded copy of its
@@ -385,13 +323,13 @@ def sd_inpaint_pipeline(ctx):
     """The shared ``StableDiffusionInpaintPipeline`` of the profile's ``sd-inpaint`` weights on ``ctx.device``."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    from .models import resolve_source
+    from .models import resolve_weights
 
-    path = resolve_source(ctx, "sd-inpaint", allow_patterns=SD_FILES)
-    key = (str(Path(path).resolve()), str(ctx.device))
+    resolved = resolve_weights(ctx, "sd-inpaint", SD_LAYOUT)
+    key = (str(Path(resolved.path).resolve()), str(ctx.device))
     pipe = _SD_INPAINT.get(key)
     if pipe is None:
-        pipe = load_sd_pipeline(StableDiffusionInpaintPipeline, path, ctx.device)
+        pipe = load_sd_pipeline(StableDiffusionInpaintPipeline, resolved, ctx.device)
         _SD_INPAINT[key] = pipe
     return pipe
 
@@ -419,9 +357,13 @@ class _DiffusionInpainter:
     model = "sd-inpaint"
     base = None  # the shared sd-inpaint pipeline (sd_inpaint_pipeline) whose components self.pipe uses
 
-    def __init__(self, ctx, *, steps: int = 30, guidance: float = 7.5, strength: float = 1.0):
+    def __init__(self, ctx, *, steps: int = 20, guidance: float = 7.5, strength: float = 1.0, solver: str = "dpm++",
+                 cuda_graphs: bool = True):
         self.steps, self.guidance, self.strength = int(steps), float(guidance), float(strength)
         self.pipe = self._load(ctx)
+        self.scheduler = solver_scheduler(self.pipe.scheduler, solver)  # set on the pipe at each call: the base is shared
+        self.cuda_graphs = bool(cuda_graphs) and str(ctx.device).startswith("cuda")
+        self._prompts: dict[tuple[str, str], tuple] = {}  # (prompt, negative) -> text embeddings
 
     def _load(self, ctx):
         raise NotImplementedError
@@ -430,6 +372,8 @@ class _DiffusionInpainter:
         return {}
 
     def inpaint(self, image, mask, *, depth=None, prompt="", negative_prompt="", seed=0, progress=None, should_stop=None):
+        from .cuda_graphs import use_cuda_graphs
+
         image, mask = _check(image, mask)
         if not mask.any():
             return image.copy()
@@ -440,9 +384,13 @@ class _DiffusionInpainter:
         padded = _pad_to(image, multiple)
         padded_mask = np.zeros(padded.shape[:2], np.float32)
         padded_mask[:h, :w] = mask  # the padding is known context, never filled
+        self.pipe.scheduler = self.scheduler
+        for name in ("unet", "controlnet"):
+            use_cuda_graphs(getattr(self.pipe, name, None), self.cuda_graphs)
+        positive, negative = self._embeddings(prompt, negative_prompt)
         result = self.pipe(
-            prompt=prompt,
-            negative_prompt=negative_prompt or None,
+            prompt_embeds=positive,
+            negative_prompt_embeds=negative,
             image=padded[None],
             mask_image=padded_mask[None, ..., None],
             height=padded.shape[0],
@@ -456,6 +404,15 @@ class _DiffusionInpainter:
             **self._extra(depth, mask, padded.shape[:2]),
         ).images[0]
         return _keep_known(image, mask, np.asarray(result, np.float32)[:h, :w])
+
+    def _embeddings(self, prompt: str, negative_prompt: str) -> tuple:
+        """The text encoder's output for a prompt pair, computed once: every view of a world has the same prompt."""
+        key = (prompt, negative_prompt)
+        if key not in self._prompts:
+            self._prompts[key] = prompt_embeddings(self.pipe, prompt, negative_prompt, self.guidance > 1)
+            while len(self._prompts) > 8:
+                self._prompts.pop(next(iter(self._prompts)))
+        return self._prompts[key]
 
     def release(self) -> None:
         """Drop the weights (the low-VRAM policy frees each model after its stage)."""
@@ -497,7 +454,7 @@ class ControlNetDepthInpainter(_DiffusionInpainter):
     """SD inpainting guided by a depth ControlNet (models ``sd-inpaint`` + ``controlnet-depth``).
 
     ``depth`` must describe the surface to paint: inside the mask, the background that continues
-    behind the removed foreground (the pipeline passes ``complete_depth(depth, mask)``, which it
+    behind the removed foreground (the pipeline passes ``depth_geometry.complete_far_side(depth, mask)``, which it
     needs for the points anyway), or the ControlNet would paint the foreground back.
     """
 
@@ -510,11 +467,11 @@ class ControlNetDepthInpainter(_DiffusionInpainter):
     def _load(self, ctx):
         from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
-        from .models import resolve_source
+        from .models import resolve_weights
 
-        controlnet_path = resolve_source(ctx, "controlnet-depth", allow_patterns=CONTROLNET_FILES)
+        resolved = resolve_weights(ctx, "controlnet-depth", CONTROLNET_LAYOUT)
         dtype = torch_dtype(ctx.device)
-        controlnet = ControlNetModel.from_pretrained(str(controlnet_path), dtype=dtype).to(ctx.device)
+        controlnet = ControlNetModel.from_pretrained(str(resolved.path), dtype=dtype, **resolved.weights[""].kwargs()).to(ctx.device)
         self.base = sd_inpaint_pipeline(ctx)
         # The base's modules, not copies; a scheduler of its own (schedulers keep per-call state).
         components = {**self.base.components, "scheduler": type(self.base.scheduler).from_config(self.base.scheduler.config)}

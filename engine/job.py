@@ -7,10 +7,12 @@ Layout::
     JOB/<stage>/...          a stage's outputs, each written atomically
     JOB/<stage>/done.json    written last: the stage's key, outputs and timing
     JOB/points.ply, JOB/gaussians.ply   the final results (written by the export stage)
+    JOB/sky.ply, JOB/sky.png            the sky layer, when the input view has sky
 
 A stage is finished only when its ``done.json`` exists and its key matches.  The key hashes
-the settings that stage reads plus the previous stage's key, so changing one setting redoes
-exactly that stage and the ones after it, and a crash mid-stage leaves no ``done.json``.
+everything the stage declares it reads (engine.pipeline.STAGE_SPECS), input files and earlier
+stages' outputs by content, so changing anything redoes exactly the stages that read it, and a
+crash mid-stage leaves no ``done.json``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,9 +40,15 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    while True:
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}"
+        try:
+            # Mode 0o666 less the user's umask, as for any file the user's programs write
+            # (tempfile.mkstemp would leave 0o600: results others in the group cannot read).
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
@@ -71,6 +79,26 @@ def read_npz(path: Path | str) -> dict[str, np.ndarray]:
 def settings_key(settings: Any, previous_key: str = "") -> str:
     blob = json.dumps(settings, sort_keys=True, default=str) + "|" + previous_key
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def content_digest(path: Path | str) -> str | None:
+    """What a file holds (None if absent): its bytes, or for .npz its arrays (the zip's
+    timestamps change with every write, the arrays do not)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            for name in sorted(data.files):
+                array = np.ascontiguousarray(data[name])
+                digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+                digest.update(memoryview(array).cast("B"))
+    else:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 class JobFolder:
@@ -136,6 +164,18 @@ class JobFolder:
 
     def finish(self, stage: str, key: str, outputs: list[str], **info: Any) -> None:
         write_json(self.stage_dir(stage) / "done.json", {"key": key, "outputs": outputs, **info})
+
+    def clear_stages(self) -> None:
+        """Forget every stage and the results (``--fresh``): the next run starts from scratch.
+
+        JOB/inputs/ goes too, with the copies of the inputs: call this before importing them.
+        """
+        from .protocol import STAGES
+
+        for stage in STAGES:
+            shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
+        for result in ("points.ply", "gaussians.ply", "sky.ply", "sky.png"):
+            (self.root / result).unlink(missing_ok=True)
 
     def status(self) -> dict[str, dict[str, Any] | None]:
         from .protocol import STAGES

@@ -1,7 +1,7 @@
 """RGB-D -> points (unprojection) and points -> image (z-buffered splat rendering).
 
 Interface: numpy in, numpy out (``float32`` images/depths, ``bool`` masks, see
-docs/ARCHITECTURE.md).  ``render_points`` and ``deduplicate`` take a torch ``device`` for their
+docs/ARCHITECTURE.md).  ``render_points`` takes a torch ``device`` for their
 internal compute, so the same code runs on the CPU and on CUDA; arrays cross the interface as
 numpy because the callers (pipeline, inpainters, exporters) hold numpy.
 
@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from .cameras import Camera, pixel_rays, transform_points
-
-DEFAULT_EDGE_THRESHOLD = 0.1  # relative depth jump that marks an occlusion boundary
+from .depth_geometry import DEFAULT_EDGE_THRESHOLD, depth_edges, depth_jumps
 MAX_FOOTPRINT_PX = 8  # a splat never covers more than (2*8+1)^2 pixels; bounds render cost
 
 
@@ -67,28 +66,6 @@ class PointCloud:
 def _focal(camera: Camera) -> float:
     # Geometric mean: the pixel footprint of a non-square-pixel camera as one number.
     return float(np.sqrt(camera.K[0, 0] * camera.K[1, 1]))
-
-
-def depth_edges(depth: np.ndarray, threshold: float = DEFAULT_EDGE_THRESHOLD) -> np.ndarray:
-    """Pixels on the far side of, or inside, a depth discontinuity: bool [H, W].
-
-    A pixel is an edge when its depth exceeds the smallest valid depth in its 3x3 neighbourhood
-    by more than ``threshold`` (relative).  So at a sharp occlusion boundary the foreground
-    silhouette is kept and the background pixel next to it is dropped, and the "flying" pixels
-    that depth estimators leave between foreground and background (a ramp across the edge) are
-    all dropped: no rubber-sheet streaks.  Invalid depths (<= 0, non-finite) are never edges and
-    never count as neighbours.
-    """
-    depth = np.asarray(depth, dtype=np.float32)
-    valid = np.isfinite(depth) & (depth > 0)
-    padded = np.pad(np.where(valid, depth, np.inf), 1, constant_values=np.inf)
-    height, width = depth.shape
-    local_min = np.full(depth.shape, np.inf, dtype=np.float32)
-    for dy in range(3):
-        for dx in range(3):
-            np.minimum(local_min, padded[dy : dy + height, dx : dx + width], out=local_min)
-    with np.errstate(invalid="ignore"):
-        return valid & (depth > (1.0 + threshold) * local_min)
 
 
 def unproject(
@@ -194,7 +171,7 @@ def _fill_gaps(index: torch.Tensor, depth: torch.Tensor, tolerance: float) -> to
         a_z = pad_depth[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
         b_z = pad_depth[1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
         near_z = torch.minimum(a_z, b_z)
-        same_surface = (a_idx >= 0) & (b_idx >= 0) & ((a_z - b_z).abs() <= tolerance * near_z)
+        same_surface = (a_idx >= 0) & (b_idx >= 0) & ~depth_jumps(a_z, b_z, tolerance)
         take = empty & same_surface & (near_z < best_depth)
         filled = torch.where(take, torch.where(a_z <= b_z, a_idx, b_idx), filled)
         best_depth = torch.where(take, near_z, best_depth)
@@ -252,46 +229,3 @@ def render_points(
         hole_mask=(~hit).reshape(height, width).cpu().numpy(),
         index=index.reshape(height, width).cpu().numpy(),
     )
-
-
-def deduplicate(
-    existing: PointCloud,
-    candidates: PointCloud,
-    camera: Camera,
-    *,
-    depth_tolerance: float = 0.03,
-    device: str | torch.device = "cpu",
-) -> PointCloud:
-    """The candidates that ``existing`` does not already cover, seen from ``camera``.
-
-    A candidate is a duplicate when the pixel its centre projects to in ``camera`` already shows
-    existing geometry at a similar depth (relative difference <= ``depth_tolerance``).
-    Candidates in front of or behind the existing surface, or outside the view, are new.
-    """
-    if len(existing) == 0 or len(candidates) == 0:
-        return candidates
-    covered = render_points(existing, camera, device=device).depth  # [H, W]
-    pixels_cam = transform_points(camera.world_to_camera, candidates.xyz)  # [N, 3]
-    z = pixels_cam[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = camera.K[0, 0] * pixels_cam[:, 0] / z + camera.K[0, 2]
-        v = camera.K[1, 1] * pixels_cam[:, 1] / z + camera.K[1, 2]
-    inside = (z > 0) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-    col = np.where(inside, u, 0).astype(np.int64)
-    row = np.where(inside, v, 0).astype(np.int64)
-    surface = covered[row, col]
-    duplicate = inside & (surface > 0) & (np.abs(z - surface) <= depth_tolerance * surface)
-    return candidates.subset(~duplicate)
-
-
-def merge(
-    existing: PointCloud,
-    candidates: PointCloud,
-    camera: Camera,
-    *,
-    depth_tolerance: float = 0.03,
-    device: str | torch.device = "cpu",
-) -> PointCloud:
-    """``existing`` plus the candidates it does not already cover (see ``deduplicate``)."""
-    fresh = deduplicate(existing, candidates, camera, depth_tolerance=depth_tolerance, device=device)
-    return PointCloud.concat([existing, fresh])

@@ -21,6 +21,7 @@ SLOTS = {
     "layers": "segment",  # foreground / hidden-background masks
     "background_inpaint": "inpaint",  # fills the hidden background behind the foreground
     "expansion_inpaint": "inpaint",  # fills the holes of each rendered expansion view
+    "sky_inpaint": "inpaint",  # fills the sky panorama from the input's sky pixels (engine.sky)
     "text_to_image": "text2image",  # text input -> first image (None: text input unsupported)
     "caption": "prompting",  # prompt for background inpainting when the user gives none
 }
@@ -48,6 +49,7 @@ PROFILES: dict[str, Profile] = {
             "layers": "depth-edges",
             "background_inpaint": "opencv",
             "expansion_inpaint": "opencv",
+            "sky_inpaint": "opencv",
             "text_to_image": None,
             "caption": "colour-stats",
         },
@@ -65,6 +67,7 @@ PROFILES: dict[str, Profile] = {
             "layers": "sam",
             "background_inpaint": "sd-controlnet-depth",
             "expansion_inpaint": "sd-inpaint",
+            "sky_inpaint": "sd-inpaint",
             "text_to_image": "sd",
             "caption": "clip",
         },
@@ -88,6 +91,7 @@ PROFILES: dict[str, Profile] = {
             "layers": "sam",
             "background_inpaint": "sd-controlnet-depth",
             "expansion_inpaint": "sd-inpaint",
+            "sky_inpaint": "sd-inpaint",
             "text_to_image": "sd",
             "caption": "clip",
         },

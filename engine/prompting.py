@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import BadInputError
+from .models import TRANSFORMERS, Layout
 
 TEMPLATE = "high-resolution {category} background with {colours} colours, photorealistic, 8K"
 NEUTRAL_CATEGORY = "scene"
@@ -129,9 +130,14 @@ class ColourStatsPrompter:
         return background_prompt(self.category(image), dominant_colours(image, max_colours=self.max_colours))
 
 
-# What a CLIP repository needs fetched: configs, tokenizer and processor files, and the
-# PyTorch weights (older repos such as openai/clip-vit-base-patch32 may hold only the .bin).
-CLIP_FILES = ("*.json", "*.txt", "model.safetensors", "pytorch_model.bin")
+# What a CLIP folder must hold.  openai/clip-vit-base-patch32's main branch publishes only the
+# pickle pytorch_model.bin (a model.safetensors waits in an open pull request): it is chosen only
+# where no safetensors exists, and transformers reads it with torch.load(weights_only=True), which
+# refuses any pickled object that is not a tensor or a plain container.
+CLIP_LAYOUT = Layout(
+    components=(("", TRANSFORMERS),),
+    required=("config.json", "preprocessor_config.json"),
+)
 
 
 class ClipPrompter(ColourStatsPrompter):
@@ -144,7 +150,7 @@ class ClipPrompter(ColourStatsPrompter):
         from transformers import CLIPModel, CLIPProcessor
 
         from .inpaint import quiet_loading, torch_dtype
-        from .models import resolve_source
+        from .models import resolve_weights
 
         super().__init__(ctx, max_colours=max_colours)
         if not categories:
@@ -152,9 +158,11 @@ class ClipPrompter(ColourStatsPrompter):
         self.categories = tuple(categories)
         self.device = ctx.device
         quiet_loading()
-        path = str(resolve_source(ctx, "clip", allow_patterns=CLIP_FILES))
+        resolved = resolve_weights(ctx, "clip", CLIP_LAYOUT)
+        path = str(resolved.path)
         self.processor = CLIPProcessor.from_pretrained(path)
-        self.model = CLIPModel.from_pretrained(path, dtype=torch_dtype(ctx.device)).to(ctx.device).eval()
+        self.model = CLIPModel.from_pretrained(path, dtype=torch_dtype(ctx.device), **resolved.weights[""].kwargs())
+        self.model = self.model.to(ctx.device).eval()
         texts = self.processor(text=[f"a photo of a {c}" for c in self.categories], return_tensors="pt", padding=True)
         with torch.no_grad():
             features = self.model.get_text_features(**{k: v.to(ctx.device) for k, v in texts.items()})

@@ -24,7 +24,7 @@ PROTOCOL_VERSION = 1
 JOB_SCHEMA_VERSION = 1
 
 # Stage names in pipeline order; a stage's outputs live in JOB/<stage>/.
-STAGES = ("inputs", "depth", "segment", "inpaint", "expand", "splat", "export")
+STAGES = ("inputs", "depth", "segment", "inpaint", "sky", "expand", "splat", "export")
 
 # type -> required fields (besides "type", "v" and "t", which every event carries).
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -135,12 +135,15 @@ JOB_KEYS: dict[str, type | tuple[type, ...]] = {
     "prompt": str,
     "negative_prompt": str,
     "profile": str,
-    "device": str,
-    "seed": int,
     "camera": dict,  # optional: the input camera (engine.cameras.Camera.to_dict())
     "trajectory": dict,  # optional: trajectory file contents (engine.trajectory)
     "settings": dict,  # stage settings overriding the profile's defaults
     "models": dict,  # per-model overrides: name -> HF id or local path
+}
+# Keys a job description might be expected to hold that the engine does not read: refused, not ignored.
+JOB_REFUSED = {
+    "seed": "put the seed in settings.seed",
+    "device": "the device is the engine's --device (a job folder resumes on any machine)",
 }
 JOB_REQUIRED = ("schema", "profile")
 JOB_PATH_KEYS = ("image", "depth")
@@ -150,6 +153,9 @@ def validate_job(job: Any) -> dict[str, Any]:
     """Check a job description as untrusted data; returns it unchanged or raises ProtocolError."""
     if not isinstance(job, dict):
         raise ProtocolError("job.json must hold a JSON object")
+    for key, instead in JOB_REFUSED.items():
+        if key in job:
+            raise ProtocolError(f"job.json {key!r} is not read: {instead}")
     unknown = sorted(set(job) - set(JOB_KEYS))
     if unknown:
         raise ProtocolError(f"job.json has unknown keys: {', '.join(unknown)}")

@@ -17,6 +17,11 @@ named in ``engine.profiles`` (written from those files; comments say where a val
 * ``sam``: segment-anything's own ``sam_model_registry["vit_h"]`` (no checkpoint).
 * ``depth-anything``: Depth-Anything-V2-Metric-Indoor-Large-hf.
 
+Each is saved under the file names and variants its repository publishes (as the tiny models
+are, engine.tiny_diffusion), so the benchmark loads through the same weights choice: fp16
+safetensors for ``sd-inpaint`` and ``controlnet-depth``, full-precision safetensors for ``sd``,
+the pickle ``pytorch_model.bin`` for ``clip``.
+
 The tokenizers are CLIP's byte-level base vocabulary without the learned merges
 (``engine.tiny_diffusion.save_tokenizer``): the SD pipelines pad every prompt to the 77
 positions anyway, so the compute is the real one; the text encoders keep the published
@@ -204,7 +209,9 @@ def _text_config(config: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     return {**config, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1, "pad_token_id": vocab_size - 1}
 
 
-def _save_sd(path: Path, pipeline_cls, unet_in_channels: int, seed: int) -> None:
+def _save_sd(path: Path, pipeline_cls, unet_in_channels: int, seed: int, variant: str | None) -> None:
+    import torch
+
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -223,28 +230,32 @@ def _save_sd(path: Path, pipeline_cls, unet_in_channels: int, seed: int) -> None
             feature_extractor=None,
             requires_safety_checker=False,
         )
-    pipe.to("cpu").save_pretrained(str(path))  # fp32 safetensors, as the repos' files we fetch
+    dtype = torch.float16 if variant == "fp16" else torch.float32
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.to("cpu", dtype)
+    pipe.save_pretrained(str(path), variant=variant)
 
 
 def build_sd_inpaint(path: Path) -> None:
     from diffusers import StableDiffusionInpaintPipeline
 
-    _save_sd(path, StableDiffusionInpaintPipeline, 9, seed=1)
+    _save_sd(path, StableDiffusionInpaintPipeline, 9, seed=1, variant="fp16")
 
 
 def build_sd(path: Path) -> None:
     from diffusers import StableDiffusionPipeline
 
-    _save_sd(path, StableDiffusionPipeline, 4, seed=2)
+    _save_sd(path, StableDiffusionPipeline, 4, seed=2, variant=None)
 
 
 def build_controlnet_depth(path: Path) -> None:
+    import torch
     from diffusers import ControlNetModel
 
     # The zero convolutions stay zero (as a new ControlNet's): the compute is the same.
     with _on_gpu_if_any(3):
         model = ControlNetModel(**CONTROLNET_SD15)
-    model.to("cpu").save_pretrained(str(path))
+    model.to("cpu", torch.float16).save_pretrained(str(path), variant="fp16")
 
 
 def clip_config(vocab_size: int):
@@ -258,7 +269,8 @@ def clip_config(vocab_size: int):
 
 
 def build_clip(path: Path) -> None:
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    import torch
+    from transformers import CLIPImageProcessor, CLIPModel
 
     from .tiny_diffusion import save_tokenizer
 
@@ -266,9 +278,10 @@ def build_clip(path: Path) -> None:
     vocab = save_tokenizer(path)
     with _on_gpu_if_any(4):
         model = CLIPModel(clip_config(vocab))
-    model.to("cpu").save_pretrained(str(path))
+    model.config.save_pretrained(str(path))
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path / "pytorch_model.bin")  # the published pickle
     # CLIPImageProcessor's defaults are the repo's preprocessor: resize 224, centre crop 224, CLIP mean/std.
-    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer.from_pretrained(str(path))).save_pretrained(str(path))
+    CLIPImageProcessor().save_pretrained(str(path))
 
 
 def build_moge(path: Path) -> None:

@@ -1,6 +1,6 @@
 """Layer backends: which pixels are foreground, and the hidden background region Ω to inpaint.
 
-``create(name, ctx, settings=None)``; ``backend.layers(image, depth) -> Layers``.  Backends:
+``create(name, ctx, settings=None)``; ``backend.layers(image, depth, *, should_stop=None) -> Layers``.  Backends:
 
 * ``depth-edges``  no network: segments are the regions bounded by depth discontinuities.
 * ``sam``          segment-anything: the automatic mask generator plus box/point prompts placed
@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .errors import BadInputError, MissingModelError
-from .models import resolve_source
+from .depth_geometry import depth_edges
+from .errors import BadInputError, Cancelled, MissingModelError, cancel_inside
+from .models import Layout, resolve_source
 
 
 @dataclass(frozen=True)
@@ -60,25 +61,6 @@ class Layers:
 # ---------------------------------------------------------------------------------------------
 # the paper's rules (shared by every backend)
 # ---------------------------------------------------------------------------------------------
-
-
-def depth_edges(depth: np.ndarray, threshold: float) -> np.ndarray:
-    """Pixels on either side of a relative depth jump larger than ``threshold`` (bool [H, W]).
-
-    Pixels without depth (0 / non-finite) make no edge: only jumps between two depths count.
-    """
-    depth = np.asarray(depth, dtype=np.float64)
-    valid = np.isfinite(depth) & (depth > 0)
-    log_depth = np.log(np.where(valid, depth, 1.0))
-    limit = np.log1p(threshold)
-    edges = np.zeros(depth.shape, bool)
-    vertical = (np.abs(log_depth[1:] - log_depth[:-1]) > limit) & valid[1:] & valid[:-1]
-    horizontal = (np.abs(log_depth[:, 1:] - log_depth[:, :-1]) > limit) & valid[:, 1:] & valid[:, :-1]
-    edges[1:] |= vertical
-    edges[:-1] |= vertical
-    edges[:, 1:] |= horizontal
-    edges[:, :-1] |= horizontal
-    return edges
 
 
 def apply_layer_rules(
@@ -116,7 +98,7 @@ def apply_layer_rules(
     hidden = foreground & valid
     if foreground.any() and settings.hidden_dilation_px > 0:
         radius = settings.hidden_dilation_px
-        band = ndimage.binary_dilation(depth_edges(depth, settings.depth_edge_threshold), iterations=radius)
+        band = ndimage.binary_dilation(depth_edges(depth, settings.depth_edge_threshold, both_sides=True), iterations=radius)
         hidden |= ndimage.binary_dilation(foreground, iterations=radius) & band
     return Layers(
         foreground=foreground,
@@ -133,7 +115,7 @@ def apply_layer_rules(
 
 def depth_regions(depth: np.ndarray, threshold: float) -> list[np.ndarray]:
     """Connected regions bounded by depth edges; edge pixels join their nearest region."""
-    edges = depth_edges(depth, threshold)
+    edges = depth_edges(depth, threshold, both_sides=True)
     labels, count = ndimage.label(~edges)
     if count == 0:
         return []
@@ -157,8 +139,10 @@ class DepthEdgeLayers:
     def __init__(self, ctx, settings: LayerSettings | None = None):
         self.settings = settings or LayerSettings.from_ctx(ctx)
 
-    def layers(self, image: np.ndarray, depth: np.ndarray) -> Layers:
+    def layers(self, image: np.ndarray, depth: np.ndarray, *, should_stop=None) -> Layers:
         _check_pair(image, depth)
+        if should_stop and should_stop():  # one quick pass: checked once
+            raise Cancelled("cancelled before the depth-edge layers")
         regions = depth_regions(depth, self.settings.depth_edge_threshold)
         return apply_layer_rules(regions, [1.0] * len(regions), depth, self.settings)
 
@@ -175,6 +159,9 @@ def _check_pair(image: np.ndarray, depth: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------
 
 SAM_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+# A SAM source is one checkpoint file (the official ones are bare state-dict pickles, read with
+# torch.load(weights_only=True) below), or a folder holding one: sam_checkpoint() checks that.
+SAM_LAYOUT = Layout(small_files=("*.pth", "*.pt", "*.safetensors"))
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
@@ -332,7 +319,7 @@ class SamLayers:
         self.device = torch.device(ctx.device)
         # fp16 weights on CUDA (ViT-H: 1.25 GB instead of 2.5); fp32 on the CPU, where fp16 is slow.
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.model = load_sam(resolve_source(ctx, "sam", allow_patterns=["*.pth", "*.pt", "*.safetensors"])).to(self.device, dtype)
+        self.model = load_sam(resolve_source(ctx, "sam", SAM_LAYOUT)).to(self.device, dtype)
         self.predictor = SamPredictor(self.model)
         # The generator's own IoU filter uses the paper's threshold; the rules apply it again.
         self.generator = SamAutomaticMaskGenerator(
@@ -348,14 +335,19 @@ class SamLayers:
         # (point coordinates, pixels) that must meet the weights in fp16.
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
 
-    def candidate_masks(self, image: np.ndarray, depth: np.ndarray) -> tuple[list[np.ndarray], list[float], int]:
-        """(masks, predicted IoUs, how many came from depth prompts)."""
+    def candidate_masks(self, image: np.ndarray, depth: np.ndarray, should_stop=None) -> tuple[list[np.ndarray], list[float], int]:
+        """(masks, predicted IoUs, how many came from depth prompts).
+
+        ``should_stop()`` is polled before every module of SAM runs (each block of the image
+        encoder, the prompt encoder and mask decoder of each batch of grid prompts and of each
+        depth prompt), so a cancel ends SAM within one block.
+        """
         import torch
 
         pixels = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         masks: list[np.ndarray] = []
         scores: list[float] = []
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(), cancel_inside(self.model, should_stop, "SAM"):
             for record in self.generator.generate(pixels):
                 masks.append(np.asarray(record["segmentation"], dtype=bool))
                 scores.append(float(record["predicted_iou"]))
@@ -371,9 +363,9 @@ class SamLayers:
             self.predictor.reset_image()
         return masks, scores, prompted
 
-    def layers(self, image: np.ndarray, depth: np.ndarray) -> Layers:
+    def layers(self, image: np.ndarray, depth: np.ndarray, *, should_stop=None) -> Layers:
         _check_pair(image, depth)
-        masks, scores, prompted = self.candidate_masks(image, depth)
+        masks, scores, prompted = self.candidate_masks(image, depth, should_stop)
         masks, scores = deduplicate(masks, scores)
         result = apply_layer_rules(masks, scores, depth, self.settings)
         result.info["prompted"] = prompted

@@ -16,20 +16,24 @@ import math
 import numpy as np
 
 from .errors import BadInputError, Cancelled
-from .inpaint import SD_FILES, Progress, ShouldStop, generator, load_sd_pipeline, size_multiple, step_callback
+from .inpaint import (SD_LAYOUT, Progress, ShouldStop, generator, load_sd_pipeline, prompt_embeddings, size_multiple,
+                      solver_scheduler, step_callback)
 
 
 class SDTextToImage:
     name = "sd"
     model = "sd"
 
-    def __init__(self, ctx, *, steps: int = 30, guidance: float = 7.5):
+    def __init__(self, ctx, *, steps: int = 20, guidance: float = 7.5, solver: str = "dpm++", cuda_graphs: bool = True):
         from diffusers import StableDiffusionPipeline
 
-        from .models import resolve_source
+        from .cuda_graphs import use_cuda_graphs
+        from .models import resolve_weights
 
         self.steps, self.guidance = int(steps), float(guidance)
-        self.pipe = load_sd_pipeline(StableDiffusionPipeline, resolve_source(ctx, self.model, allow_patterns=SD_FILES), ctx.device)
+        self.pipe = load_sd_pipeline(StableDiffusionPipeline, resolve_weights(ctx, self.model, SD_LAYOUT), ctx.device)
+        self.pipe.scheduler = solver_scheduler(self.pipe.scheduler, solver)  # its own pipeline: set once
+        use_cuda_graphs(self.pipe.unet, bool(cuda_graphs) and str(ctx.device).startswith("cuda"))
 
     def generate(
         self,
@@ -51,9 +55,10 @@ class SDTextToImage:
         # Generate at the next size the UNet accepts, then centre-crop to the size asked for.
         multiple = size_multiple(self.pipe)
         gen_w, gen_h = math.ceil(width / multiple) * multiple, math.ceil(height / multiple) * multiple
+        positive, negative = prompt_embeddings(self.pipe, prompt, negative_prompt, self.guidance > 1)
         image = self.pipe(
-            prompt=prompt,
-            negative_prompt=negative_prompt or None,
+            prompt_embeds=positive,
+            negative_prompt_embeds=negative,
             width=gen_w,
             height=gen_h,
             num_inference_steps=self.steps,

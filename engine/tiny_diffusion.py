@@ -1,10 +1,19 @@
 """Tiny diffusion and CLIP models of the real classes, saved in the real folder layouts.
 
-Each ``build_*`` writes into an empty folder what the matching Hugging Face repository holds
-(``model_index.json`` plus ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
-``scheduler/``…, or a bare ``ControlNetModel`` / ``CLIPModel`` folder), so the backends load
-them through exactly the ``from_pretrained`` calls they use for the real weights.  The weights
-are random (seeded): the images they make are noise-like and mean nothing.
+Each ``build_*`` writes into an empty folder what the matching Hugging Face repository holds,
+under the same file names and variants (tests/data/model_listings/ has the listings read):
+
+* ``sd-inpaint``: stable-diffusion-v1-5/stable-diffusion-inpainting publishes its weights only
+  as fp16 safetensors (``unet/diffusion_pytorch_model.fp16.safetensors``,
+  ``text_encoder/model.fp16.safetensors``, ...) besides pickles: saved as fp16 variant files;
+* ``sd``: stable-diffusion-v1-5/stable-diffusion-v1-5 has full-precision safetensors: saved so;
+* ``controlnet-depth``: lllyasviel/control_v11f1p_sd15_depth shows fp16 safetensors: saved so;
+* ``clip``: openai/clip-vit-base-patch32's main branch publishes the pickle
+  ``pytorch_model.bin``: saved as that pickle, so the tiny profile reads the pickle path
+  (``torch.load(weights_only=True)`` inside transformers) the real model takes.
+
+The backends load them through exactly the ``from_pretrained`` calls they use for the real
+weights.  The weights are random (seeded): the images they make are noise-like and mean nothing.
 
 Sizes are chosen so a 64x64 image takes a fraction of a second per step on one CPU core:
 two UNet levels of 8 and 16 channels, one layer each, cross-attention width 16.  As in the
@@ -15,6 +24,7 @@ levels, downsampling the control image by the same 8.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 TEXT_DIM = 16  # text-encoder width = UNet/ControlNet cross-attention width
@@ -39,19 +49,75 @@ def _byte_symbols() -> list[str]:
     return [symbols[b] for b in range(256)]
 
 
-def save_tokenizer(path: Path) -> int:
-    """A byte-level CLIP tokenizer with no merges (one token per character); returns its vocab size.
+def _apply_merges(word: tuple[str, ...], ranks: dict[tuple[str, str], int]) -> tuple[str, ...]:
+    """Byte-pair encoding of one word: merge the lowest-ranked adjacent pair until none is left."""
+    while len(word) > 1:
+        pairs = [(ranks[pair], pair) for pair in zip(word, word[1:]) if pair in ranks]
+        if not pairs:
+            break
+        first, second = min(pairs)[1]
+        merged, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and word[i] == first and word[i + 1] == second:
+                merged.append(first + second)
+                i += 2
+            else:
+                merged.append(word[i])
+                i += 1
+        word = tuple(merged)
+    return word
 
-    This is CLIP's own base vocabulary (every byte, alone and word-final) without the learned
-    merges, so any text tokenizes, just into more tokens than with the real vocabulary.
+
+def _word_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Merges that make each (lower-case ASCII) word one token, as CLIP's vocabulary does for
+    common English words: for each word in turn, its pieces under the merges so far are joined
+    left to right by new, later-ranked merges, which cannot split any word made whole before."""
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    for text in words:
+        pieces = _apply_merges(tuple(text[:-1]) + (text[-1] + "</w>",), ranks)
+        while len(pieces) > 1:
+            pair = (pieces[0], pieces[1])
+            if pair not in ranks:
+                ranks[pair] = len(merges)
+                merges.append(pair)
+            pieces = (pieces[0] + pieces[1],) + pieces[2:]
+    return merges
+
+
+def prompt_words() -> list[str]:
+    """The words of every prompt the engine writes itself (the background template, its colour
+    names and scene categories, the zero-shot "a photo of a ..." texts), each once."""
+    import re
+
+    from . import prompting
+
+    texts = [prompting.background_prompt("scene", list(prompting.COLOUR_NAMES)), "a photo of a", *prompting.SCENE_CATEGORIES]
+    return list(dict.fromkeys(re.findall(r"[a-z]+", " ".join(texts).lower())))
+
+
+def save_tokenizer(path: Path) -> int:
+    """A byte-level CLIP tokenizer of a small vocabulary; returns its vocab size.
+
+    Written as the repositories hold it: ``vocab.json`` and ``merges.txt`` (and the
+    ``tokenizer.json`` that CLIP's repository also has).
+
+    CLIP's base vocabulary (every byte, alone and word-final) plus merges that make each word of
+    the engine's own prompts one token (``prompt_words``), as in the real vocabulary, so those
+    prompts take as many tokens as with the real tokenizer; other text still tokenizes, into
+    more tokens.
     """
     from transformers import CLIPTokenizer
 
     symbols = _byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + [_BOS, _EOS]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
+    merges = _word_merges(prompt_words())
+    tokens = symbols + [s + "</w>" for s in symbols] + [a + b for a, b in merges] + [_BOS, _EOS]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS)
     tokenizer.save_pretrained(str(path))
+    path = Path(path)
+    (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (path / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     return len(vocab)
 
 
@@ -114,7 +180,7 @@ def _scheduler():
     )
 
 
-def _save_sd(path: Path, pipeline_cls, unet_in_channels: int, seed: int) -> None:
+def _save_sd(path: Path, pipeline_cls, unet_in_channels: int, seed: int, variant: str | None) -> None:
     import torch
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -131,21 +197,25 @@ def _save_sd(path: Path, pipeline_cls, unet_in_channels: int, seed: int) -> None
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(str(path))
+    if variant == "fp16":
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.to(torch.float16)
+    pipe.save_pretrained(str(path), variant=variant)
+    (path / "tokenizer" / "tokenizer.json").unlink()  # Stable Diffusion's tokenizer/ has vocab.json + merges.txt only
 
 
 def build_sd_inpaint(path: Path) -> None:
     """Stable Diffusion inpainting layout: the UNet takes 9 channels (latent, mask, masked latent)."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    _save_sd(path, StableDiffusionInpaintPipeline, 9, seed=1)
+    _save_sd(path, StableDiffusionInpaintPipeline, 9, seed=1, variant="fp16")
 
 
 def build_sd(path: Path) -> None:
     """Stable Diffusion text-to-image layout (4-channel UNet)."""
     from diffusers import StableDiffusionPipeline
 
-    _save_sd(path, StableDiffusionPipeline, 4, seed=2)
+    _save_sd(path, StableDiffusionPipeline, 4, seed=2, variant=None)
 
 
 def build_controlnet_depth(path: Path) -> None:
@@ -170,13 +240,13 @@ def build_controlnet_depth(path: Path) -> None:
     with torch.no_grad():
         for conv in zero_convs:
             conv.weight.normal_(0.0, 0.1)
-    controlnet.save_pretrained(str(path))
+    controlnet.to(torch.float16).save_pretrained(str(path), variant="fp16")
 
 
 def build_clip(path: Path) -> None:
     """A CLIP model + processor in the ``openai/clip-vit-base-patch32`` layout (32x32 input)."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer, CLIPVisionConfig
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig
 
     path = Path(path)
     vocab_size = save_tokenizer(path)
@@ -191,12 +261,12 @@ def build_clip(path: Path) -> None:
     )
     config = CLIPConfig(text_config=_text_config(vocab_size).to_dict(), vision_config=vision.to_dict(), projection_dim=TEXT_DIM)
     torch.manual_seed(4)
-    CLIPModel(config).save_pretrained(str(path))
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=CLIPTokenizer.from_pretrained(str(path)),
-    )
-    processor.save_pretrained(str(path))
+    model = CLIPModel(config)
+    model.config.save_pretrained(str(path))
+    # The published pickle (transformers itself only writes safetensors).
+    torch.save(model.state_dict(), path / "pytorch_model.bin")
+    # The repository's preprocessor_config.json (the tokenizer files are written above).
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(path))
 
 
 # "tiny:<name>" -> builder; engine.models builds into its cache on first use.

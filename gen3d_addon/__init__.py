@@ -2,9 +2,9 @@
 importers and the camera bridge.  Never imports torch or any ML library: the engine runs as a
 separate process and speaks engine.protocol."""
 
-from . import preferences, properties
+from . import preferences, properties, splat_draw
 
-_MODULES = (preferences, properties)
+_MODULES = (preferences, properties, splat_draw)
 
 
 def register() -> None:

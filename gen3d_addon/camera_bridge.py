@@ -44,13 +44,22 @@ SAMPLING_ITEMS = [
 ]
 
 
+def fcurves(anim) -> list:
+    """The F-curves animating one ID: its action slot's channelbag (Blender 4.4+ slotted
+    actions), or the action's own F-curves (4.2 LTS)."""
+    if anim is None or anim.action is None:
+        return []
+    if hasattr(anim_utils, "animdata_get_channelbag_for_assigned_slot"):
+        channelbag = anim_utils.animdata_get_channelbag_for_assigned_slot(anim)
+        return list(channelbag.fcurves) if channelbag else []
+    return list(anim.action.fcurves)
+
+
 def keyframe_frames(obj: bpy.types.Object) -> list[int]:
     """Frames holding a keyframe of the camera object or its lens data, sorted."""
     frames: set[int] = set()
     for owner in (obj, obj.data):
-        anim = owner.animation_data if owner is not None else None
-        channelbag = anim_utils.animdata_get_channelbag_for_assigned_slot(anim) if anim else None
-        for fcurve in channelbag.fcurves if channelbag else ():
+        for fcurve in fcurves(owner.animation_data if owner is not None else None):
             frames.update(round(key.co[0]) for key in fcurve.keyframe_points)
     return sorted(frames)
 

@@ -48,12 +48,14 @@ def clear_transform_keys(obj: bpy.types.Object) -> None:
     anim = obj.animation_data
     if anim is None or anim.action is None:
         return
-    channelbag = anim_utils.animdata_get_channelbag_for_assigned_slot(anim)
-    if channelbag is None:
-        return
-    for fcurve in list(channelbag.fcurves):
+    if hasattr(anim_utils, "animdata_get_channelbag_for_assigned_slot"):  # slotted actions (4.4+)
+        channelbag = anim_utils.animdata_get_channelbag_for_assigned_slot(anim)
+        owner = channelbag.fcurves if channelbag is not None else None
+    else:  # 4.2 LTS
+        owner = anim.action.fcurves
+    for fcurve in camera_bridge.fcurves(anim):
         if fcurve.data_path in ("location", "rotation_euler", "rotation_quaternion", "rotation_axis_angle"):
-            channelbag.fcurves.remove(fcurve)
+            owner.remove(fcurve)
 
 
 def keyframe_cameras(obj: bpy.types.Object, path: list[cameras.Camera], frames: list[int]) -> None:
@@ -123,3 +125,50 @@ def scene_depth_from_job(job_dir) -> float | None:
         depth = data["depth"]
     valid = depth[np.isfinite(depth) & (depth > 0)]
     return float(np.median(valid)) if valid.size else None
+
+
+def planned_views(scene: bpy.types.Scene, obj: bpy.types.Object) -> list[cameras.Camera]:
+    """The views Generate uses, input first, in Blender's world: the keyframed animation sampled
+    at its expansion frames (the input is the first of them), or the panel's preset with the
+    panel's parameters from the camera's pose at the current frame.  The preview cameras, the
+    keys Add Camera Path writes and the engine's trajectory all come from here."""
+    settings = scene.gen3d
+    if settings.trajectory_source == "CAMERA":
+        return camera_bridge.sample_animation(scene, obj, settings.steps + 1)
+    path = scene.gen3d_camera
+    return preset_cameras(scene, obj, path.preset, settings.steps + 1, **path.parameters(path.preset))
+
+
+PREVIEW_COLLECTION = "Gen3D Preview"
+PREVIEW_TAG = "gen3d_preview"
+
+
+def clear_preview() -> None:
+    """Remove the preview cameras (only ours) and their collection when it is left empty."""
+    collection = bpy.data.collections.get(PREVIEW_COLLECTION)
+    for obj in [o for o in bpy.data.objects if o.get(PREVIEW_TAG)]:
+        bpy.data.objects.remove(obj, do_unlink=True)
+    if collection is not None and not collection.objects and not collection.children:
+        bpy.data.collections.remove(collection)
+
+
+def show_preview(scene: bpy.types.Scene, obj: bpy.types.Object, views: list[cameras.Camera]) -> list[bpy.types.Object]:
+    """One camera object per view (sharing ``obj``'s lens) in the Gen3D Preview collection, so
+    the viewport draws where the world will grow; they never render."""
+    clear_preview()
+    collection = bpy.data.collections.get(PREVIEW_COLLECTION)
+    if collection is None:
+        collection = bpy.data.collections.new(PREVIEW_COLLECTION)
+    if collection.name not in scene.collection.children:
+        scene.collection.children.link(collection)
+    made = []
+    for index, view in enumerate(views):
+        label = "input" if index == 0 else f"view {index}"
+        preview = bpy.data.objects.new(f"{MARKER_PREFIX} {label}", obj.data)
+        preview[PREVIEW_TAG] = True
+        preview.hide_render = True
+        preview.matrix_world = mathutils.Matrix((view.camera_to_world @ cameras.CV_FROM_BLENDER).tolist())
+        preview.show_name = True
+        collection.objects.link(preview)
+        made.append(preview)
+    return made

@@ -11,124 +11,52 @@ to an ``EngineServer`` (`python -m engine serve`) that keeps models loaded betwe
 from __future__ import annotations
 
 import collections
-import json
 import os
 import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ..engine import protocol
+from ..engine import client, protocol
+from ..engine.remote import RemoteServer
 
-STDERR_LINES_KEPT = 40
 CANCEL_GRACE_SECONDS = 10.0
 
 
-class EngineProcess:
+class EngineProcess(client.EventStream):
     """A `python -m engine ...` child whose stdout events land in a queue, read by threads."""
 
     def __init__(self, python: Path, arguments: list[str], *, cwd: Path, interactive: bool = False):
+        super().__init__()
         self.python, self.arguments, self.cwd, self.interactive = python, arguments, cwd, interactive
-        self.queue: queue.Queue = queue.Queue()  # ("event", dict) | ("garbage", str)
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        self.process: subprocess.Popen | None = None
-        self._readers_done = 0  # stdout and stderr readers that reached end of file
-        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Raises OSError when the interpreter cannot be started."""
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
         env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-        # A list of arguments, never a shell; a new session so the engine can be stopped as a
-        # group without touching Blender.
-        self.process = subprocess.Popen(
-            [str(self.python), "-m", "engine", *self.arguments],
-            cwd=self.cwd,
-            env=env,
-            stdin=subprocess.PIPE if self.interactive else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            **_new_process_group(),
-        )
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def exit_code(self) -> int | None:
-        """The exit code once the process ended and everything it printed is queued."""
-        if self.process is None:
-            return None
-        code = self.process.poll()
-        with self._lock:
-            return code if code is not None and self._readers_done == 2 else None
-
-    def send(self, message: dict[str, Any]) -> bool:
-        try:
-            self.process.stdin.write(json.dumps(message) + "\n")
-            self.process.stdin.flush()
-            return True
-        except (OSError, ValueError, AttributeError):  # the engine is gone
-            return False
+        self._spawn([str(self.python), "-m", "engine", *self.arguments], interactive=self.interactive, cwd=self.cwd, env=env)
 
     def interrupt(self) -> None:
         _interrupt(self.process)
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
 
-    def _read_stdout(self) -> None:
-        for line in self.process.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                self.queue.put(("event", protocol.parse_event(line)))
-            except protocol.ProtocolError:
-                self.queue.put(("garbage", line))
-        with self._lock:
-            self._readers_done += 1
-
-    def _read_stderr(self) -> None:
-        for line in self.process.stderr:
-            self.stderr_tail.append(line.rstrip())
-        with self._lock:
-            self._readers_done += 1
-
-
-class EngineServer:
+class EngineServer(client.ServeClient):
     """A long-lived `python -m engine serve`: runs are requests, models stay loaded between them."""
 
     def __init__(self, python: Path | str, *, cwd: Path | str, device: str = "auto"):
         self.python, self.cwd, self.device = Path(python), Path(cwd), device
         self.engine: EngineProcess | None = None
 
-    @property
-    def alive(self) -> bool:
-        return self.engine is not None and self.engine.process.poll() is None
-
     def ensure_started(self) -> None:
         if not self.alive:
             self.engine = EngineProcess(self.python, ["serve", "--device", self.device], cwd=self.cwd, interactive=True)
             self.engine.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Shut the engine down (frees its memory); killed if it does not leave in time."""
-        if not self.alive:
-            return
-        self.engine.send({"type": "shutdown"})
-        try:
-            self.engine.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.engine.kill()
-            self.engine.process.wait()
+    def submit(self, arguments: list[str], job_dir: Path) -> bool:
+        return self.engine.send({"type": "generate", "args": arguments})
 
 
 class EngineRun:
@@ -141,7 +69,7 @@ class EngineRun:
         *,
         cwd: Path | str,
         job_dir: Path | str,
-        server: EngineServer | None = None,
+        server: EngineServer | RemoteServer | None = None,
     ):
         self.python = Path(python)
         self.arguments = list(arguments)
@@ -165,7 +93,7 @@ class EngineRun:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if not self.python.is_file():
+        if not getattr(self.server, "remote", False) and not self.python.is_file():
             self._fail(
                 f"Engine Python not found at {self.python}. Press Set up engine in the Gen3D "
                 "preferences, or set Engine Python to an interpreter that has the engine's packages."
@@ -176,7 +104,7 @@ class EngineRun:
                 self.server.ensure_started()
                 self._engine = self.server.engine
                 # The server is ours alone and runs one request at a time: what it prints next is this run's.
-                if not self._engine.send({"type": "generate", "args": self.arguments[1:]}):
+                if not self.server.submit(self.arguments[1:], self.job_dir):
                     raise OSError("the engine closed its input")
             else:
                 self._engine = EngineProcess(self.python, self.arguments, cwd=self.cwd)
@@ -209,6 +137,18 @@ class EngineRun:
             self._engine.send({"type": "cancel"})
         else:
             self._engine.interrupt()
+
+    def stop(self, timeout: float = CANCEL_GRACE_SECONDS) -> None:
+        """Cancel, then wait for a one-shot engine to leave (killed after ``timeout``): for a run
+        nobody will pump again (its file was closed, Blender quits)."""
+        self.cancel()
+        process = self._engine.process if self._engine is not None and self.server is None else None
+        if process is not None:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def pump(self) -> list[dict[str, Any]]:
         """Handle what arrived since the last call; returns the new events."""
@@ -299,12 +239,6 @@ class EngineRun:
 
     def _fail(self, message: str) -> None:
         self.state, self.error, self.message = "failed", message, message
-
-
-def _new_process_group() -> dict[str, Any]:
-    if sys.platform == "win32":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    return {"start_new_session": True}
 
 
 def _interrupt(process: subprocess.Popen) -> None:

@@ -2,8 +2,12 @@
 
 * Arrays go into mesh attributes with one ``foreach_set`` each (no per-point Python); 3DGS
   parameters are activated once in numpy (sigmoid opacity, exp scale, unit quaternion,
-  colour = 0.5 + C0 * f_dc) and stored as attributes ``color``, ``opacity``, ``scale``, ``rot``
-  (+ ``f_rest_*`` so an export gives the file back).
+  colour = 0.5 + C0 * f_dc) and stored as attributes ``color``, ``opacity``, ``scale``, ``rot``.
+* The SH rest coefficients (``f_rest_*``, 45 floats a Gaussian at degree 3, three quarters of
+  the weight) are only read by export and never drawn: they stay in the PLY the Gaussians came
+  from, which the mesh refers to (its path, size and time, each point's row, and the turn Apply
+  Transform gave them).  Store SH in .blend (or a re-run of the job, which rewrites the PLY)
+  copies them into ``f_rest_*`` attributes, as a file that was converted on import has them.
 * Geometry nodes draw them: points through Mesh to Points, Gaussians as unrealised instances of
   one ico sphere, rotated by the ``rot`` quaternion and scaled by ``Scale`` standard deviations.
   The viewport shows a fraction of them (Random Value + Is Viewport) as points; render uses all.
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import bpy
@@ -22,16 +27,18 @@ import mathutils
 import numpy as np
 
 from ..engine import cameras
-from . import nodes, ply
+from ..engine.gaussian_math import SH_C0
+from . import nodes, ply, sky_world, splat_draw, transform
 
 COLLECTION_PREFIX = "Gen3D"
-SH_C0 = 0.28209479177387814
 TAG = "gen3d_generated"  # custom property on every object we create: only these are ever removed
 POINTS_GROUP = "Gen3D Points"
 GAUSSIANS_GROUP = "Gen3D Gaussians"
 POINTS_MATERIAL = "Gen3D Points"
 SPLAT_MATERIAL = "Gen3D Splat"
 VIEWPORT_BUDGET = 250_000  # points shown in the viewport by default; render always shows all
+# OpenCV/COLMAP axes (Y down, Z forward) into Blender's (Z up), looking along +Y from the origin.
+OPENCV_TO_BLENDER = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,12 +60,12 @@ def input_camera(job_dir: Path | str) -> cameras.Camera | None:
     return None
 
 
-def world_from_engine(job_dir: Path | str) -> np.ndarray:
-    """4x4 matrix taking engine-world points into Blender's world."""
-    camera = input_camera(job_dir)
+def world_from_engine(job_dir: Path | str | None) -> np.ndarray:
+    """4x4 matrix taking engine-world points into Blender's world (``None``: no job, the default frame)."""
+    camera = input_camera(job_dir) if job_dir is not None else None
     if camera is None:
         # No Blender camera framed the input: the input view looks along +Y from the origin, Z up.
-        return np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
+        return OPENCV_TO_BLENDER.copy()
     return camera.camera_to_world
 
 
@@ -90,46 +97,85 @@ def _stack(table: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     return np.stack([table[name] for name in names], axis=1)
 
 
-def read_gaussians(path: Path | str) -> dict[str, np.ndarray]:
-    """A standard 3DGS PLY, activated: xyz [N,3], color [N,3], opacity [N], scale [N,3],
-    rot [N,4] (w, x, y, z, unit), f_rest [K][N] (raw columns, K may be 0)."""
-    table = columns(ply.read_vertices(path))
+def _rest_names(names) -> list[str]:
+    return sorted((name for name in names if name.startswith("f_rest_")), key=lambda name: int(name[7:]))
+
+
+_STANDARD = {"x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"}
+
+
+def read_gaussians(path: Path | str) -> dict:
+    """A standard 3DGS PLY, activated for rendering, plus what export needs to give it back:
+    xyz [N,3], color [N,3], opacity [N], scale [N,3], rot [N,4] (w, x, y, z, unit),
+    f_rest [K][N] (raw columns, K may be 0), opacity_logit [N] (as stored: sigmoid in float32
+    saturates above ~17), normal [N,3] or None (absent or all zero), extra {name: column}
+    (every other property, in its own type), layout [(name, type)] (the file's order) and
+    source {path, size, mtime_ns} (the file, to read f_rest from again)."""
+    vertices = ply.read_vertices(path)
+    table = columns(vertices)
     rot = _stack(table, ["rot_0", "rot_1", "rot_2", "rot_3"])
     norm = np.linalg.norm(rot, axis=1, keepdims=True)
     rot = np.where(norm > 0, rot / np.maximum(norm, 1e-12), np.array([1.0, 0, 0, 0], np.float32))
-    opacity = _stack(table, ["opacity"])[:, 0]
-    rest = sorted((name for name in table if name.startswith("f_rest_")), key=lambda name: int(name[7:]))
+    logit = _stack(table, ["opacity"])[:, 0]
+    normal = _stack(table, ["nx", "ny", "nz"]) if {"nx", "ny", "nz"} <= table.keys() else None
+    names = vertices.dtype.names
+    stat = Path(path).stat()
     return {
         "xyz": _stack(table, ["x", "y", "z"]),
         "color": 0.5 + SH_C0 * _stack(table, ["f_dc_0", "f_dc_1", "f_dc_2"]),
-        "opacity": (1.0 / (1.0 + np.exp(-opacity))).astype(np.float32),
+        "opacity": (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32),
+        "opacity_logit": logit,
         "scale": np.exp(_stack(table, ["scale_0", "scale_1", "scale_2"])),
         "rot": rot.astype(np.float32),
-        "f_rest": [table[name] for name in rest],
+        "f_rest": [table[name] for name in _rest_names(names)],
+        "normal": normal if normal is not None and normal.any() else None,
+        "extra": {name: vertices[name] for name in names if name not in _STANDARD and not name.startswith("f_rest_")},
+        "layout": [(name, vertices.dtype[name].str[1:]) for name in names],
+        # where f_rest can be read again (gaussians_object refers to it instead of copying it)
+        "source": {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
     }
 
 
-def write_gaussians(path: Path | str, gaussians: dict[str, np.ndarray]) -> None:
-    """Inverse of read_gaussians: a standard 3DGS PLY, pre-activation, as viewers expect."""
+def standard_layout(n_rest: int) -> list[tuple[str, str]]:
+    """The INRIA reference's property order (what Gen3D's engine writes too)."""
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(n_rest)]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    return [(name, "f4") for name in names]
+
+
+def write_gaussians(path: Path | str, gaussians: dict) -> None:
+    """Inverse of read_gaussians: a 3DGS PLY, pre-activation, in the layout it came with (the
+    standard one otherwise), every property back with its type.  The opacity logit is written as
+    read when there is one; otherwise it is the logit of the activated opacity."""
     xyz = np.asarray(gaussians["xyz"], np.float32)
     count = len(xyz)
     f_rest = gaussians.get("f_rest", [])
-    opacity = np.clip(np.asarray(gaussians["opacity"], np.float64), 1e-7, 1 - 1e-7)
-    fields = {
-        "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
-        "nx": np.zeros(count), "ny": np.zeros(count), "nz": np.zeros(count),
-    }
+    extra = gaussians.get("extra", {})
+    layout = gaussians.get("layout") or standard_layout(len(f_rest))
+    fields = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+    normal = gaussians.get("normal")
+    normal = np.zeros((count, 3), np.float32) if normal is None else np.asarray(normal)
+    fields.update({"nx": normal[:, 0], "ny": normal[:, 1], "nz": normal[:, 2]})
     f_dc = (np.asarray(gaussians["color"], np.float64) - 0.5) / SH_C0
     fields.update({f"f_dc_{i}": f_dc[:, i] for i in range(3)})
     fields.update({f"f_rest_{i}": column for i, column in enumerate(f_rest)})
-    fields["opacity"] = np.log(opacity / (1.0 - opacity))
+    if gaussians.get("opacity_logit") is not None:
+        fields["opacity"] = gaussians["opacity_logit"]
+    else:
+        opacity = np.clip(np.asarray(gaussians["opacity"], np.float64), 1e-7, 1 - 1e-7)
+        fields["opacity"] = np.log(opacity / (1.0 - opacity))
     log_scale = np.log(np.maximum(np.asarray(gaussians["scale"], np.float64), 1e-30))
     fields.update({f"scale_{i}": log_scale[:, i] for i in range(3)})
     rot = np.asarray(gaussians["rot"], np.float64)
     fields.update({f"rot_{i}": rot[:, i] for i in range(4)})
-    data = np.empty(count, dtype=[(name, "<f4") for name in fields])
-    for name, column in fields.items():
-        data[name] = column
+    fields.update(extra)
+    missing = [name for name, _ in layout if name not in fields]
+    if missing:
+        raise ValueError(f"no values for the properties {', '.join(missing)}")
+    data = np.empty(count, dtype=[(name, "<" + kind) for name, kind in layout])
+    for name, _ in layout:
+        data[name] = fields[name]
     ply.write_vertices(path, data)
 
 
@@ -192,68 +238,118 @@ def _attribute_sum(tree, name: str, output: str, location):
     vector = output == "Color"
     add = nodes.node(tree, "ShaderNodeVectorMath" if vector else "ShaderNodeMath", (x + 200, y - 90), operation="ADD")
     nodes.link(tree, geometry, output, add, "Vector" if vector else "Value")
-    tree.links.new(instancer.outputs[output], add.inputs[1])
+    tree.links.new(nodes.socket(instancer.outputs, output), add.inputs[1])
     return add
 
 
+MATERIAL_VERSION = 3  # bumped when the material's or the Gaussians group's nodes change: older files get them rebuilt
+# The engine cuts a Gaussian where alpha < 1/255, at most sqrt(2 ln 255) = 3.33 sigma; an ico
+# sphere of 2 subdivisions has inscribed radius 0.934 of its vertices', so 3.6 sigma encloses it.
+MESH_RADIUS = 3.6
+ALPHA_CUT = 1.0 / 255.0  # the engine (and gsplat) skip fainter samples
+ALPHA_MAX = 0.999  # the engine's alpha clamp
+
+
+def _math(tree, operation, location, a, b=None, **settings):
+    """A Math (float) or Vector Math node fed by sockets or constants; returns its first output."""
+    vector = operation.startswith("V_")
+    node = nodes.node(tree, "ShaderNodeVectorMath" if vector else "ShaderNodeMath", location,
+                      operation=operation[2:] if vector else operation, **settings)
+    for slot, value in enumerate((a, b)):
+        if value is None:
+            continue
+        if isinstance(value, bpy.types.NodeSocket):
+            tree.links.new(value, node.inputs[slot])
+        else:
+            node.inputs[slot].default_value = (value,) * 3 if vector else value
+    return node.outputs["Vector" if vector and operation not in ("V_DOT_PRODUCT", "V_LENGTH") else "Value" if vector else 0]
+
+
+def _srgb_decode(tree, display, location):
+    """The exact sRGB curve (engine/colour.py), display -> linear, from nodes Blender 4.2 has
+    (its Vector Math has no Power or Sign): x / 12.92 below the knee 0.04045,
+    ((x + 0.055) / 1.055)^2.4 above, the power from a Gamma node."""
+    x, y = location
+    display = _math(tree, "V_MAXIMUM", (x, y), display, 0.0)
+    low = _math(tree, "V_SCALE", (x + 200, y + 200), display)
+    low.node.inputs["Scale"].default_value = 1 / 12.92
+    base = _math(tree, "V_MULTIPLY_ADD", (x + 200, y), display, 1 / 1.055)
+    base.node.inputs[2].default_value = (0.055 / 1.055,) * 3
+    power = nodes.node(tree, "ShaderNodeGamma", (x + 400, y))
+    tree.links.new(base, power.inputs["Color"])
+    power.inputs["Gamma"].default_value = 2.4
+    high = power.outputs["Color"]
+    knees = _math(tree, "V_SCALE", (x + 200, y - 200), display)  # >= 1 exactly above the knee
+    knees.node.inputs["Scale"].default_value = 1 / 0.04045
+    step = _math(tree, "V_MINIMUM", (x + 600, y - 200), _math(tree, "V_FLOOR", (x + 400, y - 200), knees), 1.0)
+    lerp = _math(tree, "V_MULTIPLY_ADD", (x + 800, y), step, _math(tree, "V_SUBTRACT", (x + 600, y), high, low))
+    tree.links.new(low, lerp.node.inputs[2])
+    return lerp
+
+
+def _splat_alpha(tree, location):
+    """The Gaussian's alpha where the ray crosses its front face, as the engine composites it.
+
+    In the instance's object space the ellipsoid is a unit sphere of radius R standard deviations
+    (the node group stores falloff = R^2 / 2), so the Gaussian is exp(-falloff |p|^2) there and a
+    ray through the hit point p with unit direction d (object space) meets its maximum
+    exp(-falloff b^2) at the ray's distance b from the centre, b^2 = |p|^2 - (p.d)^2: the splat's
+    value at that pixel, whatever the ellipsoid's shape and the view.  Back faces add nothing
+    (the Gaussian counts once), alpha is clamped at 0.999 and cut below 1/255 as in the engine.
+    """
+    x, y = location
+    opacity = _attribute_sum(tree, "opacity", "Factor", (x, y)).outputs[0]
+    falloff = _attribute_sum(tree, "gen3d_falloff", "Factor", (x, y - 400)).outputs[0]
+    coords = nodes.node(tree, "ShaderNodeTexCoord", (x, y - 800))
+    geometry = nodes.node(tree, "ShaderNodeNewGeometry", (x, y - 1100))
+    to_object = nodes.node(tree, "ShaderNodeVectorTransform", (x + 200, y - 1100), vector_type="VECTOR",
+                           convert_from="WORLD", convert_to="OBJECT")
+    nodes.link(tree, geometry, "Incoming", to_object, "Vector")
+    direction = _math(tree, "V_NORMALIZE", (x + 400, y - 1100), to_object.outputs["Vector"])
+    p = coords.outputs["Object"]
+    along = _math(tree, "V_DOT_PRODUCT", (x + 600, y - 1000), p, direction)
+    b2 = _math(tree, "SUBTRACT", (x + 1000, y - 900), _math(tree, "V_DOT_PRODUCT", (x + 600, y - 800), p, p),
+               _math(tree, "MULTIPLY", (x + 800, y - 1000), along, along))
+    exponent = _math(tree, "MULTIPLY", (x + 1200, y - 700), _math(tree, "MULTIPLY", (x + 1000, y - 600), b2, falloff), -1.0)
+    alpha = _math(tree, "MINIMUM", (x + 1600, y - 300),
+                  _math(tree, "MULTIPLY", (x + 1400, y - 300), opacity, _math(tree, "EXPONENT", (x + 1400, y - 700), exponent)),
+                  ALPHA_MAX)
+    kept = _math(tree, "GREATER_THAN", (x + 1800, y - 500), alpha, ALPHA_CUT - 1e-7)
+    front = _math(tree, "SUBTRACT", (x + 1800, y - 800), 1.0, geometry.outputs["Backfacing"])
+    return _math(tree, "MULTIPLY", (x + 2200, y - 300), _math(tree, "MULTIPLY", (x + 2000, y - 300), alpha, kept), front)
+
+
 def _material(name: str, splat: bool) -> bpy.types.Material:
-    """Emission of the stored colour (the splats carry baked light, so they look as trained);
-    the splat material fades with opacity and a Gaussian fall-off towards the silhouette."""
+    """Emission of the stored colour (the splats carry baked light, so they look as trained),
+    decoded from display values with the exact sRGB curve; the splat material mixes it with
+    transparency by each Gaussian's own alpha (_splat_alpha)."""
     material = bpy.data.materials.get(name)
-    if material is not None and material.get("gen3d_version") == 1:
+    if material is not None and material.get("gen3d_version") == MATERIAL_VERSION:
         return material
     if material is None:
         material = bpy.data.materials.new(name)
+    if material.node_tree is None:  # Blender 4.x makes materials without nodes
+        material.use_nodes = True
     tree = material.node_tree
     tree.nodes.clear()
-    colour = _attribute_sum(tree, "color", "Color", (-1000, 300))
-    positive = nodes.node(tree, "ShaderNodeVectorMath", (-700, 300), operation="MAXIMUM")
-    nodes.link(tree, colour, "Vector", positive, "Vector")
-    positive.inputs[1].default_value = (0.0, 0.0, 0.0)
-    # Stored colours are display (sRGB-encoded) values like the training images; emission is linear.
-    linear = nodes.node(tree, "ShaderNodeGamma", (-500, 300))
-    nodes.set_inputs(linear, Gamma=2.2)
-    nodes.link(tree, positive, "Vector", linear, "Color")
-    emission = nodes.node(tree, "ShaderNodeEmission", (-300, 300))
-    nodes.link(tree, linear, "Color", emission, "Color")
-    output = nodes.node(tree, "ShaderNodeOutputMaterial", (300, 200))
+    colour = _attribute_sum(tree, "color", "Color", (-2200, 600))
+    linear = _srgb_decode(tree, colour.outputs["Vector"], (-1900, 600))
+    emission = nodes.node(tree, "ShaderNodeEmission", (-800, 600))
+    tree.links.new(linear, emission.inputs["Color"])
+    output = nodes.node(tree, "ShaderNodeOutputMaterial", (600, 200))
     if not splat:
         nodes.link(tree, emission, "Emission", output, "Surface")
     else:
-        # alpha = opacity * exp(-falloff * (1 - (N.I)^2)): on a sphere of radius R sigma, the ray
-        # passing at distance b from the centre has (N.I)^2 = 1 - (b/R)^2, and the projected
-        # Gaussian is exp(-b^2 / 2) with falloff = R^2 / 2 (stored per point by the node group).
-        opacity = _attribute_sum(tree, "opacity", "Factor", (-1400, -100))
-        falloff = _attribute_sum(tree, "gen3d_falloff", "Factor", (-1400, -500))
-        geometry = nodes.node(tree, "ShaderNodeNewGeometry", (-1400, -900))
-        facing = nodes.node(tree, "ShaderNodeVectorMath", (-1150, -900), operation="DOT_PRODUCT")
-        nodes.link(tree, geometry, "Normal", facing, "Vector")
-        tree.links.new(geometry.outputs["Incoming"], facing.inputs[1])
-        squared = nodes.node(tree, "ShaderNodeMath", (-950, -900), operation="MULTIPLY")
-        tree.links.new(facing.outputs["Value"], squared.inputs[0])
-        tree.links.new(facing.outputs["Value"], squared.inputs[1])
-        one_minus = nodes.node(tree, "ShaderNodeMath", (-750, -900), operation="SUBTRACT", use_clamp=True)
-        one_minus.inputs[0].default_value = 1.0
-        tree.links.new(squared.outputs[0], one_minus.inputs[1])
-        exponent = nodes.node(tree, "ShaderNodeMath", (-550, -700), operation="MULTIPLY")
-        tree.links.new(falloff.outputs[0], exponent.inputs[0])
-        tree.links.new(one_minus.outputs[0], exponent.inputs[1])
-        negate = nodes.node(tree, "ShaderNodeMath", (-400, -700), operation="MULTIPLY")
-        tree.links.new(exponent.outputs[0], negate.inputs[0])
-        negate.inputs[1].default_value = -1.0
-        gaussian = nodes.node(tree, "ShaderNodeMath", (-250, -700), operation="EXPONENT")
-        tree.links.new(negate.outputs[0], gaussian.inputs[0])
-        alpha = nodes.node(tree, "ShaderNodeMath", (-100, -400), operation="MULTIPLY", use_clamp=True)
-        tree.links.new(opacity.outputs[0], alpha.inputs[0])
-        tree.links.new(gaussian.outputs[0], alpha.inputs[1])
-        transparent = nodes.node(tree, "ShaderNodeBsdfTransparent", (-100, 100))
-        mix = nodes.node(tree, "ShaderNodeMixShader", (100, 200))
-        tree.links.new(alpha.outputs[0], mix.inputs["Fac"])
+        alpha = _splat_alpha(tree, (-2600, -200))
+        transparent = nodes.node(tree, "ShaderNodeBsdfTransparent", (100, 100))
+        mix = nodes.node(tree, "ShaderNodeMixShader", (400, 200))
+        tree.links.new(alpha, mix.inputs["Fac"])
         tree.links.new(transparent.outputs[0], mix.inputs[1])
         tree.links.new(emission.outputs[0], mix.inputs[2])
         nodes.link(tree, mix, "Shader", output, "Surface")
         material.surface_render_method = "DITHERED"
-    material["gen3d_version"] = 1
+        material.use_backface_culling = True  # Eevee and the viewport skip back faces; Cycles reads Backfacing
+    material["gen3d_version"] = MATERIAL_VERSION
     return material
 
 
@@ -272,6 +368,19 @@ def _viewport_keep(tree, fraction_socket, location):
     return keep.outputs[0]
 
 
+def _material_points(tree, mesh, radius, material, location):
+    """Mesh to Points (a radius per point) then Set Material, from these output sockets; the Set
+    Material node."""
+    x, y = location
+    to_points = nodes.node(tree, "GeometryNodeMeshToPoints", (x, y))
+    tree.links.new(mesh, nodes.socket(to_points.inputs, "Mesh"))
+    tree.links.new(radius, nodes.socket(to_points.inputs, "Radius"))
+    set_material = nodes.node(tree, "GeometryNodeSetMaterial", (x + 250, y))
+    nodes.link(tree, to_points, "Points", set_material, "Geometry")
+    tree.links.new(material, nodes.socket(set_material.inputs, "Material"))
+    return set_material
+
+
 def points_group() -> bpy.types.GeometryNodeTree:
     def build(tree, group_in, group_out):
         keep = _viewport_keep(tree, nodes.socket(group_in.outputs, "Viewport Fraction"), (-700, -300))
@@ -285,12 +394,8 @@ def points_group() -> bpy.types.GeometryNodeTree:
         scaled = nodes.node(tree, "ShaderNodeMath", (100, -400), operation="MULTIPLY")
         nodes.link(tree, radius, "Attribute", scaled, "Value")
         tree.links.new(nodes.socket(group_in.outputs, "Radius Scale"), scaled.inputs[1])
-        to_points = nodes.node(tree, "GeometryNodeMeshToPoints", (300, 0))
-        nodes.link(tree, delete, "Geometry", to_points, "Mesh")
-        nodes.link(tree, scaled, "Value", to_points, "Radius")
-        material = nodes.node(tree, "GeometryNodeSetMaterial", (550, 0))
-        nodes.link(tree, to_points, "Points", material, "Geometry")
-        nodes.link(tree, group_in, "Material", material, "Material")
+        material = _material_points(tree, nodes.socket(delete.outputs, "Geometry"), nodes.socket(scaled.outputs, "Value"),
+                                    nodes.socket(group_in.outputs, "Material"), (300, 0))
         nodes.link(tree, material, "Geometry", group_out, "Geometry")
 
     return nodes.geometry_group(
@@ -309,9 +414,17 @@ def gaussians_group() -> bpy.types.GeometryNodeTree:
         g = lambda name: nodes.socket(group_in.outputs, name)  # noqa: E731 - group input by name
         # Spherical-harmonics rest terms only matter to export: keep them out of the evaluated copy.
         strip = nodes.node(tree, "GeometryNodeRemoveAttribute", (-700, 200))
-        nodes.socket(strip.inputs, "Pattern Mode").default_value = "Wildcard"
-        nodes.set_inputs(strip, Name="f_rest_*")
         nodes.link(tree, group_in, "Geometry", strip, "Geometry")
+        if "Pattern Mode" in strip.inputs:
+            nodes.socket(strip.inputs, "Pattern Mode").default_value = "Wildcard"
+            nodes.set_inputs(strip, Name="f_rest_*")
+        else:  # 4.2/4.5 LTS: no wildcards, one node per coefficient (degree 3 at most)
+            nodes.set_inputs(strip, Name="f_rest_0")
+            for i in range(1, 45):
+                following = nodes.node(tree, "GeometryNodeRemoveAttribute", (-700, 200 + 20 * i))
+                nodes.set_inputs(following, Name=f"f_rest_{i}")
+                nodes.link(tree, strip, "Geometry", following, "Geometry")
+                strip = following
         # Delete: too transparent anywhere, or not in the viewport's random share.
         opacity = nodes.node(tree, "GeometryNodeInputNamedAttribute", (-700, -100), data_type="FLOAT")
         nodes.set_inputs(opacity, Name="opacity")
@@ -363,12 +476,8 @@ def gaussians_group() -> bpy.types.GeometryNodeTree:
         radius = nodes.node(tree, "ShaderNodeMath", (600, -750), operation="MULTIPLY")
         tree.links.new(rms.outputs["Value"], radius.inputs[0])
         radius.inputs[1].default_value = 3.0 ** -0.5
-        to_points = nodes.node(tree, "GeometryNodeMeshToPoints", (600, -300))
-        nodes.link(tree, store, "Geometry", to_points, "Mesh")
-        nodes.link(tree, radius, "Value", to_points, "Radius")
-        points_material = nodes.node(tree, "GeometryNodeSetMaterial", (800, -300))
-        nodes.link(tree, to_points, "Points", points_material, "Geometry")
-        tree.links.new(g("Material"), nodes.socket(points_material.inputs, "Material"))
+        points_material = _material_points(tree, nodes.socket(store.outputs, "Geometry"), nodes.socket(radius.outputs, "Value"),
+                                           g("Material"), (600, -300))
         # Points in the viewport (unless asked for ellipsoids), ellipsoids at render.
         is_viewport = nodes.node(tree, "GeometryNodeIsViewport", (400, 500))
         use_points = nodes.node(tree, "FunctionNodeBooleanMath", (600, 500), operation="NIMPLY")
@@ -384,13 +493,14 @@ def gaussians_group() -> bpy.types.GeometryNodeTree:
         GAUSSIANS_GROUP,
         [
             ("Material", "MATERIAL", {"default_value": _material(SPLAT_MATERIAL, splat=True)}),
-            ("Scale", "FLOAT", {"default_value": 2.5, "min_value": 0.1, "max_value": 5.0, "description": "Ellipsoid radius in standard deviations"}),
-            ("Min Opacity", "FLOAT", {"default_value": 0.02, "min_value": 0.0, "max_value": 1.0, "subtype": "FACTOR", "description": "Gaussians fainter than this are dropped (viewport and render)"}),
+            ("Scale", "FLOAT", {"default_value": MESH_RADIUS, "min_value": 0.1, "max_value": 6.0, "description": "Ellipsoid mesh radius in standard deviations; the material fades and cuts each Gaussian as the engine does (alpha < 1/255, at most 3.33 sigma), so the mesh must enclose that: below the default it clips the tails"}),
+            ("Min Opacity", "FLOAT", {"default_value": ALPHA_CUT, "min_value": 0.0, "max_value": 1.0, "subtype": "FACTOR", "description": "Gaussians fainter than this are dropped (viewport and render)"}),
             ("Viewport Fraction", "FLOAT", {"default_value": 1.0, "min_value": 0.0, "max_value": 1.0, "subtype": "FACTOR", "description": "Share of the Gaussians drawn in the viewport (render draws all)"}),
             ("Viewport Ellipsoids", "BOOLEAN", {"default_value": False, "description": "Draw ellipsoids in the viewport too (slower); otherwise points"}),
             ("Subdivisions", "INT", {"default_value": 2, "min_value": 1, "max_value": 4, "description": "Ico sphere subdivisions of each ellipsoid"}),
         ],
         build,
+        version=MATERIAL_VERSION,
     )
 
 
@@ -409,35 +519,225 @@ def _default_fraction(count: int) -> float:
     return min(1.0, VIEWPORT_BUDGET / max(count, 1))
 
 
-def gaussians_object(name: str, gaussians: dict[str, np.ndarray]) -> bpy.types.Object:
-    """A mesh of loose points carrying the activated Gaussians, drawn by the Gaussians group."""
+PLY_LAYOUT = "gen3d_ply"  # mesh custom property: the file's properties, their types and attributes
+FRAME = "gen3d_frame"  # mesh custom property: reference points the attributes' frame is tied to
+_RESERVED = {"position", "color", "opacity", "opacity_logit", "scale", "rot", "ply_normal"}
+
+
+def _extra_attribute(name: str) -> str:
+    taken = name in _RESERVED or name.startswith((".", "gen3d_", "f_rest_")) or name.startswith("ply_")
+    return f"ply_{name}" if taken else name
+
+
+def _set_extra(mesh, attribute: str, column: np.ndarray) -> None:
+    if column.dtype.kind in "ui":
+        # Blender's integer attribute is int32: a uint32 goes in bit for bit, smaller ones widen.
+        values = column.view(np.int32) if column.dtype.itemsize == 4 else column.astype(np.int32)
+        set_attribute(mesh, attribute, values, kind="INT")
+    else:
+        set_attribute(mesh, attribute, column, kind="FLOAT")
+
+
+def _get_extra(mesh, attribute: str, kind: str) -> np.ndarray:
+    values = get_attribute(mesh, attribute)
+    dtype = np.dtype("<" + kind)
+    return values.view(dtype) if dtype.kind in "ui" and dtype.itemsize == 4 else values.astype(dtype)
+
+
+def gaussians_object(name: str, gaussians: dict) -> bpy.types.Object:
+    """A mesh of loose points carrying the activated Gaussians, drawn by the Gaussians group;
+    the opacity logit, normals and any other property of the file ride along for export.  The
+    SH rest stays in ``gaussians["source"]`` when there is one (rows in file order), else it is
+    stored on the mesh."""
     mesh = point_mesh(name, gaussians["xyz"])
     set_attribute(mesh, "color", _rgba(gaussians["color"]))
     set_attribute(mesh, "opacity", gaussians["opacity"])
+    if gaussians.get("opacity_logit") is not None:
+        set_attribute(mesh, "opacity_logit", gaussians["opacity_logit"])
+    if gaussians.get("source") and len(gaussians["f_rest"]):
+        _refer_sh(mesh, gaussians["source"])
+        _set_frame_dependent(mesh, dict(gaussians, f_rest=[]))
+    else:
+        _set_frame_dependent(mesh, gaussians)
+    layout = []
+    for field, kind in gaussians.get("layout") or standard_layout(len(gaussians["f_rest"])):
+        attribute = _extra_attribute(field) if field in gaussians.get("extra", {}) else ""
+        if attribute:
+            _set_extra(mesh, attribute, gaussians["extra"][field])
+        layout.append([field, kind, attribute])
+    mesh[PLY_LAYOUT] = json.dumps(layout)
+    mesh[FRAME] = json.dumps(transform.reference_frame(gaussians["xyz"]))
+    obj = _tagged_object(name, mesh)
+    modifier = nodes.ensure_modifier(obj, gaussians_group(), GAUSSIANS_GROUP)
+    # The viewport shows them as splats (splat_draw); the point preview stays one slider away.
+    obj[splat_draw.DRAW_PROPERTY] = True
+    nodes.set_modifier_input(modifier, "Viewport Fraction", 0.0)
+    return obj
+
+
+def _set_frame_dependent(mesh: bpy.types.Mesh, gaussians: dict) -> None:
+    """The attributes a transform turns: scale, rot, the f_rest columns given, the normals."""
     set_attribute(mesh, "scale", gaussians["scale"])
     set_attribute(mesh, "rot", gaussians["rot"], kind="QUATERNION")
     for i, column in enumerate(gaussians["f_rest"]):
         set_attribute(mesh, f"f_rest_{i}", column)
-    obj = _tagged_object(name, mesh)
-    modifier = nodes.ensure_modifier(obj, gaussians_group(), GAUSSIANS_GROUP)
-    nodes.set_modifier_input(modifier, "Viewport Fraction", _default_fraction(len(mesh.vertices)))
-    return obj
+    if gaussians.get("normal") is not None:
+        set_attribute(mesh, "ply_normal", gaussians["normal"])
 
 
-def gaussians_from_object(obj: bpy.types.Object) -> dict[str, np.ndarray]:
-    """The Gaussians stored on an object made by gaussians_object (local coordinates)."""
-    mesh = obj.data
-    if not isinstance(mesh, bpy.types.Mesh) or not all(n in mesh.attributes for n in ("color", "opacity", "scale", "rot")):
-        raise ValueError(f"{obj.name!r} holds no Gaussians (attributes color, opacity, scale, rot)")
-    rest = sorted((n for n in mesh.attributes.keys() if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
-    return {
+SH_SOURCE = "gen3d_sh_source"  # mesh custom property: the PLY holding f_rest (path, size, time), their turn
+SH_ROW = "gen3d_sh_row"  # per point: its row in that PLY
+SH_FILE = "gen3d_sh_file"  # per point: a tag of that PLY (points joined in from elsewhere have another)
+
+
+def _file_tag(source: dict) -> int:
+    return (zlib.crc32(json.dumps([source["path"], source["size"], source["mtime_ns"]]).encode()) & 0x7FFFFFFF) | 1
+
+
+def _refer_sh(mesh: bpy.types.Mesh, source: dict) -> None:
+    count = len(mesh.vertices)
+    mesh[SH_SOURCE] = json.dumps({**source, "turn": np.eye(3).tolist()})
+    set_attribute(mesh, SH_ROW, np.arange(count, dtype=np.int32))
+    set_attribute(mesh, SH_FILE, np.full(count, _file_tag(source), np.int32))
+
+
+def refers_sh(mesh: bpy.types.Mesh) -> bool:
+    return SH_SOURCE in mesh and not _rest_names(mesh.attributes.keys())
+
+
+def _referenced_sh(mesh: bpy.types.Mesh) -> list[np.ndarray]:
+    """The f_rest columns of the mesh's points, read from the PLY it refers to and turned as
+    the points were; a clear ValueError when that file is gone or no longer the one imported."""
+    source = json.loads(mesh[SH_SOURCE])
+    path = Path(source["path"])
+    where = f"The view-dependent colour (SH) of {mesh.name!r} stays in {path}"
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ValueError(f"{where}, which is missing: put it back there (Store SH in .blend keeps it in the .blend)") from None
+    if (stat.st_size, stat.st_mtime_ns) != (source["size"], source["mtime_ns"]):
+        raise ValueError(f"{where}, which changed since the import (the job ran again?): import it again")
+    if SH_FILE not in mesh.attributes or (get_attribute(mesh, SH_FILE) != _file_tag(source)).any():
+        raise ValueError(f"{mesh.name!r} holds points that did not come from {path} (joined in from another object, "
+                         "or added), so their SH is not there: Store SH in .blend on each object before joining them")
+    rows = get_attribute(mesh, SH_ROW)
+    vertices = ply.read_vertices(path)
+    columns = [np.ascontiguousarray(vertices[name][rows]) for name in _rest_names(vertices.dtype.names)]
+    turn = np.array(source["turn"])
+    return columns if np.array_equal(turn, np.eye(3)) else transform.rotate_sh_columns(columns, turn)
+
+
+def store_sh_in_blend(mesh: bpy.types.Mesh) -> bool:
+    """Copy the SH the mesh refers to into ``f_rest_*`` attributes, so the .blend holds all it
+    exports; False when it already does.  Raises ValueError when the file cannot serve."""
+    if not refers_sh(mesh):
+        return False
+    for i, column in enumerate(_referenced_sh(mesh)):
+        set_attribute(mesh, f"f_rest_{i}", column)
+    for name in (SH_ROW, SH_FILE):
+        mesh.attributes.remove(mesh.attributes[name])
+    del mesh[SH_SOURCE]
+    return True
+
+
+def keep_sh_of(path: Path | str) -> list[str]:
+    """Store in the .blend the SH of every mesh referring to ``path``, before something rewrites
+    it (a re-run of its job); the meshes it stored."""
+    path = str(Path(path).resolve())
+    kept = []
+    for mesh in bpy.data.meshes:
+        if refers_sh(mesh) and json.loads(mesh[SH_SOURCE])["path"] == path:
+            try:
+                store_sh_in_blend(mesh)
+                kept.append(mesh.name)
+            except ValueError:
+                pass  # already changed or gone: nothing left to keep
+    return kept
+
+
+def _stored_gaussians(mesh: bpy.types.Mesh, sh: bool = True) -> dict:
+    """What the mesh holds, in read_gaussians' layout; ``sh=False``: without f_rest (not read)."""
+    if not sh:
+        f_rest = []
+    elif refers_sh(mesh):
+        f_rest = _referenced_sh(mesh)
+    else:
+        f_rest = [get_attribute(mesh, n) for n in _rest_names(mesh.attributes.keys())]
+    gaussians = {
         "xyz": get_attribute(mesh, "position"),
         "color": get_attribute(mesh, "color")[:, :3],
         "opacity": get_attribute(mesh, "opacity"),
         "scale": get_attribute(mesh, "scale"),
         "rot": get_attribute(mesh, "rot"),
-        "f_rest": [get_attribute(mesh, n) for n in rest],
+        "f_rest": f_rest,
+        "opacity_logit": get_attribute(mesh, "opacity_logit") if "opacity_logit" in mesh.attributes else None,
+        "normal": get_attribute(mesh, "ply_normal") if "ply_normal" in mesh.attributes else None,
+        "extra": {},
+        "layout": [],
     }
+    if PLY_LAYOUT in mesh:
+        for field, kind, attribute in json.loads(mesh[PLY_LAYOUT]):
+            if attribute and attribute not in mesh.attributes:
+                continue  # the artist removed it: export without it
+            if attribute:
+                gaussians["extra"][field] = _get_extra(mesh, attribute, kind)
+            elif field.startswith("f_rest_") and int(field[7:]) >= len(f_rest):
+                continue
+            gaussians["layout"].append((field, kind))
+    return gaussians
+
+
+def baked_transform(mesh: bpy.types.Mesh) -> np.ndarray | None:
+    """The affine map Blender applied to the points alone since their rotations, scales and SH
+    were last written (Apply Transform, or all points moved together in Edit Mode); identity
+    when none; None when the points were edited one by one (some moved, added or removed)."""
+    if FRAME not in mesh:
+        return np.eye(4)
+    frame = json.loads(mesh[FRAME])
+    if frame["count"] != len(mesh.vertices):
+        return None
+    # Only the reference points are read: this runs after every change to the mesh.
+    return transform.fitted_frame(frame, [tuple(mesh.vertices[i].co) for i in frame["index"]])
+
+
+def sync_frame(mesh: bpy.types.Mesh) -> bool:
+    """Turn the rotations, scales, SH and normals by what Apply Transform did to the positions
+    (Blender moves only the positions), so the ellipsoids look and export as they should.
+    Returns True when the attributes changed."""
+    baked = baked_transform(mesh)
+    if baked is not None and transform.is_identity(baked):
+        return False
+    if baked is not None:
+        referenced = refers_sh(mesh)
+        gaussians = _stored_gaussians(mesh, sh=not referenced)
+        at = dict(gaussians, xyz=transform.apply_points(np.linalg.inv(baked), gaussians["xyz"]))
+        _set_frame_dependent(mesh, transform.transform_gaussians(at, baked))
+        if referenced:  # the file's coefficients stay as they are; the turn is kept beside them
+            source = json.loads(mesh[SH_SOURCE])
+            source["turn"] = (transform.orthogonal_factor(baked[:3, :3]) @ np.array(source["turn"])).tolist()
+            mesh[SH_SOURCE] = json.dumps(source)
+    mesh[FRAME] = json.dumps(transform.reference_frame(get_attribute(mesh, "position")))
+    return baked is not None
+
+
+def is_gaussians(obj) -> bool:
+    mesh = getattr(obj, "data", None)
+    return isinstance(mesh, bpy.types.Mesh) and all(n in mesh.attributes for n in ("color", "opacity", "scale", "rot"))
+
+
+def gaussians_from_object(obj: bpy.types.Object, matrix: np.ndarray | None = None) -> dict:
+    """The Gaussians stored on an object made by gaussians_object, in its local coordinates, or
+    moved by the 4x4 ``matrix`` (e.g. its world matrix): positions, rotations, scales, SH
+    coefficients and normals all follow.  An Apply Transform not yet synced is taken into account;
+    points edited one by one keep the rotations they have."""
+    if not is_gaussians(obj):
+        raise ValueError(f"{obj.name!r} holds no Gaussians (attributes color, opacity, scale, rot)")
+    gaussians = _stored_gaussians(obj.data)
+    baked = baked_transform(obj.data)
+    if baked is not None and not transform.is_identity(baked):
+        gaussians["xyz"] = transform.apply_points(np.linalg.inv(baked), gaussians["xyz"])
+        matrix = baked if matrix is None else np.asarray(matrix, np.float64) @ baked
+    return gaussians if matrix is None else transform.transform_gaussians(gaussians, matrix)
 
 
 _POINT_FIELDS = {"x", "y", "z", "nx", "ny", "nz", "red", "green", "blue", "alpha"}
@@ -525,23 +825,28 @@ def world_empty(collection: bpy.types.Collection, matrix: np.ndarray) -> bpy.typ
 
 
 def import_gaussians_file(context, path: Path | str, *, collection: bpy.types.Collection | None = None,
-                          parent: bpy.types.Object | None = None, name: str = "") -> bpy.types.Object:
-    """Import a standard 3DGS PLY as a Gaussians object (into ``collection`` or the active one)."""
+                          parent: bpy.types.Object | None = None, name: str = "", store_sh: bool = False) -> bpy.types.Object:
+    """Import a standard 3DGS PLY as a Gaussians object (into ``collection`` or the active one);
+    ``store_sh``: its SH rest coefficients go into the .blend rather than staying in the file."""
     path = Path(path)
-    obj = gaussians_object(name or f"{COLLECTION_PREFIX} {path.stem}", read_gaussians(path))
+    gaussians = read_gaussians(path)
+    if store_sh:
+        gaussians["source"] = None
+    obj = gaussians_object(name or f"{COLLECTION_PREFIX} {path.stem}", gaussians)
     (collection or context.collection).objects.link(obj)
     obj.parent = parent
     return obj
 
 
 def import_job(context, job_dir: Path | str, *, mode: str = "REPLACE") -> bpy.types.Collection:
-    """Import a finished job (points.ply and/or gaussians.ply) into its own collection."""
+    """Import a finished job (points.ply and/or gaussians.ply, and its sky.ply) into its own collection."""
     job_dir = Path(job_dir)
-    points_file, gaussians_file = job_dir / "points.ply", job_dir / "gaussians.ply"
+    points_file, gaussians_file, sky_file = job_dir / "points.ply", job_dir / "gaussians.ply", job_dir / "sky.ply"
     if not points_file.is_file() and not gaussians_file.is_file():
         raise OSError(f"{job_dir} has neither points.ply nor gaussians.ply")
     vertices = ply.read_vertices(points_file) if points_file.is_file() else None
     gaussians = read_gaussians(gaussians_file) if gaussians_file.is_file() else None
+    sky = read_gaussians(sky_file) if sky_file.is_file() else None
     matrix = world_from_engine(job_dir)  # read everything before touching the scene
     collection = result_collection(context, job_dir, mode)
     root = world_empty(collection, matrix)
@@ -556,4 +861,10 @@ def import_job(context, job_dir: Path | str, *, mode: str = "REPLACE") -> bpy.ty
         splats = gaussians_object(f"{COLLECTION_PREFIX} Gaussians", gaussians)
         collection.objects.link(splats)
         splats.parent = root
+    if sky is not None:  # the far layer: part of the world, under the same empty
+        dome = gaussians_object(f"{COLLECTION_PREFIX} Sky", sky)
+        dome[sky_world.SKY_PROPERTY] = True
+        dome[sky_world.RADIUS_PROPERTY] = float(np.linalg.norm(sky["xyz"], axis=1).max(initial=0.0))
+        collection.objects.link(dome)
+        dome.parent = root
     return collection

@@ -22,9 +22,14 @@ SOCKET_TYPES = {
 }
 
 
+# Sockets Blender 5.0 renamed: their 4.2/4.5 LTS names.
+_OLDER_NAMES = {"Factor": "Fac", "Mesh": "Geometry"}
+
+
 def socket(sockets: Iterable[bpy.types.NodeSocket], name: str) -> bpy.types.NodeSocket:
     """The available socket called ``name`` (several nodes keep one hidden socket per data type)."""
-    matches = [s for s in sockets if s.name == name]
+    sockets = list(sockets)
+    matches = [s for s in sockets if s.name == name] or [s for s in sockets if s.name == _OLDER_NAMES.get(name)]
     for candidate in matches:
         if not candidate.is_unavailable:
             return candidate

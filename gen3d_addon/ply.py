@@ -19,11 +19,19 @@ class PlyError(ValueError):
     pass
 
 
+class OtherFormat(PlyError):
+    """A splat file in a format the engine converts (gsply there), not a plain vertex PLY."""
+
+    def __init__(self, path, name: str):
+        super().__init__(f"{path} is a {name} file")
+        self.format = name
+
+
 def read_vertices(path: Path | str) -> np.ndarray:
     """The ``vertex`` element of a binary PLY as a structured array (one field per property)."""
     with open(path, "rb") as handle:
         if handle.readline().strip() != b"ply":
-            raise PlyError(f"{path} is not a PLY file")
+            raise PlyError(f"{path} is not a PLY file (splats import from .ply, compressed .ply, .spz and .sog)")
         endian, fields, count, in_vertex = "<", [], None, False
         while True:
             line = handle.readline()
@@ -40,8 +48,10 @@ def read_vertices(path: Path | str) -> np.ndarray:
                 in_vertex = words[1] == "vertex"
                 if in_vertex:
                     count = int(words[2])
+                elif count is None and words[1] == "chunk":  # its per-256-splat ranges come first
+                    raise OtherFormat(path, "PlayCanvas compressed PLY (SuperSplat)")
                 elif count is None:
-                    raise PlyError(f"{path}: elements before 'vertex' are not supported")
+                    raise PlyError(f"{path}: element {words[1]!r} before 'vertex' is not a layout Gen3D reads")
             elif words[0] == "property" and in_vertex:
                 if words[1] == "list":
                     raise PlyError(f"{path}: list properties on vertices are not supported")

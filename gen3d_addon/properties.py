@@ -1,12 +1,17 @@
-"""Per-scene Gen3D settings (Scene.gen3d) and the state of the running job shown in the panel."""
+"""Per-scene Gen3D settings (Scene.gen3d)."""
 
 from __future__ import annotations
 
 import bpy
 
 TRAJECTORY_SOURCES = [
-    ("PRESET", "Preset", "A camera path preset computed by the engine around the input view"),
+    ("PRESET", "Preset", "A camera path preset around the input view, with the Camera Path panel's parameters"),
     ("CAMERA", "Camera animation", "Sample the scene camera's keyframed animation over the frame range"),
+]
+# What an import does with the job's earlier imports (Generate's re-run, Import Gen3D Job).
+IMPORT_MODE_ITEMS = [
+    ("REPLACE", "Replace", "Replace earlier imports of this job (never your own objects)"),
+    ("NEW", "New version", "Keep earlier imports and add a new collection"),
 ]
 PRESET_ITEMS = [
     ("orbit", "Orbit", "Counter-clockwise orbit around the scene centre (the paper's default)"),
@@ -32,7 +37,6 @@ class Gen3DSceneSettings(bpy.types.PropertyGroup):
         default=True,
     )
     trajectory_source: bpy.props.EnumProperty(name="Path", items=TRAJECTORY_SOURCES, default="PRESET")
-    preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="orbit")
     steps: bpy.props.IntProperty(
         name="Expansion views", description="N: new views generated along the path", default=4, min=0, max=64
     )
@@ -43,21 +47,10 @@ class Gen3DSceneSettings(bpy.types.PropertyGroup):
         name="3DGS iterations", description="0: the profile's default", default=0, min=0, max=100000
     )
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
-    import_mode: bpy.props.EnumProperty(
-        name="On re-run",
-        items=[
-            ("REPLACE", "Replace", "Replace the previous result of Gen3D (never your own objects)"),
-            ("NEW", "New version", "Keep previous results and add a new collection"),
-        ],
-        default="REPLACE",
-    )
-    # State of the last/running job, written by the Generate operator.
+    import_mode: bpy.props.EnumProperty(name="On re-run", items=IMPORT_MODE_ITEMS, default="REPLACE")
+    # The last job's folder (Re-import, Add Matched Camera from job).  Run progress is runtime
+    # state of the Generate operator, never saved with the file.
     job_dir: bpy.props.StringProperty(name="Job folder", subtype="DIR_PATH")
-    running: bpy.props.BoolProperty(default=False)
-    stage: bpy.props.StringProperty(default="")
-    progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
-    message: bpy.props.StringProperty(default="")
-    preview_path: bpy.props.StringProperty(default="")
 
 
 CLASSES = [Gen3DSceneSettings]

@@ -2,9 +2,9 @@
 
 import bpy
 
-from . import camera, generate, io, setup_engine
+from . import camera, generate, io, remote, render_settings, setup_engine, sky_world
 
-_MODULES = (generate, setup_engine, camera, io)
+_MODULES = (generate, setup_engine, camera, io, remote, render_settings, sky_world)
 CLASSES = [cls for module in _MODULES for cls in module.CLASSES]
 
 

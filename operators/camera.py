@@ -25,9 +25,12 @@ class Gen3DCameraSettings(bpy.types.PropertyGroup):
     preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="orbit")
     scene_depth: bpy.props.FloatProperty(
         name="Scene depth", default=3.0, min=0.01, subtype="DISTANCE", unit="LENGTH",
-        description="Distance to the scene's centre of interest; presets scale with it",
+        description="Distance to the scene's centre of interest; presets scale with it (Add Matched Camera "
+        "From job sets it from the generated depth)",
     )
-    angle: bpy.props.FloatProperty(name="Angle", default=360.0, description="Orbit / look-around sweep (degrees)")
+    angle: bpy.props.FloatProperty(
+        name="Angle", default=30.0, description="Orbit / look-around sweep (degrees; the engine's default too)"
+    )
     pitch: bpy.props.FloatProperty(name="Pitch", default=0.0, description="Look-around tilt up (degrees)")
     height: bpy.props.FloatProperty(name="Height", default=0.0, unit="LENGTH", description="Orbit lift (metres)")
     radius: bpy.props.FloatProperty(
@@ -108,8 +111,10 @@ class GEN3D_OT_add_camera(bpy.types.Operator):
         data = bpy.data.cameras.new("Gen3D Camera")
         data.sensor_fit = "AUTO"
         data.lens = self.lens
+        job_dir = None
         if self.focal_source == "JOB":
-            job = _job_camera(Path(bpy.path.abspath(settings.job_dir))) if settings.job_dir else None
+            job_dir = Path(bpy.path.abspath(settings.job_dir)) if settings.job_dir else None
+            job = _job_camera(job_dir) if job_dir else None
             if job is None:
                 bpy.data.cameras.remove(data)
                 self.report({"ERROR"}, "No finished job with intrinsics (run Generate first, or use Lens)")
@@ -122,13 +127,14 @@ class GEN3D_OT_add_camera(bpy.types.Operator):
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
             data.lens, data.shift_x, data.shift_y = blender["lens"], blender["shift_x"], blender["shift_y"]
-            depth = camera_paths.scene_depth_from_job(Path(bpy.path.abspath(settings.job_dir)))
+            depth = camera_paths.scene_depth_from_job(job_dir)
             if depth:  # size the path presets to the generated scene too
                 scene.gen3d_camera.scene_depth = depth
         obj = bpy.data.objects.new("Gen3D Camera", data)
         context.collection.objects.link(obj)
-        # Where results without a scene camera land: at the origin looking along +Y, Z up.
-        obj.matrix_world = mathutils.Matrix((importers.world_from_engine(Path()) @ cameras.CV_FROM_BLENDER).tolist())
+        # The job's input view (where its results land), else where results without a camera
+        # land: at the origin looking along +Y, Z up.
+        obj.matrix_world = mathutils.Matrix((importers.world_from_engine(job_dir) @ cameras.CV_FROM_BLENDER).tolist())
         if self.set_resolution:
             scene.render.resolution_x, scene.render.resolution_y = width, height
         scene.camera = obj
@@ -201,7 +207,38 @@ class GEN3D_OT_mark_views(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = [Gen3DCameraSettings, GEN3D_OT_add_camera, GEN3D_OT_add_camera_path, GEN3D_OT_mark_views]
+class GEN3D_OT_preview_views(bpy.types.Operator):
+    """Show the views Generate will use as cameras in the Gen3D Preview collection (input first),
+    from the path settings as they are now; again to update, with Clear to remove them"""
+
+    bl_idname = "gen3d.preview_views"
+    bl_label = "Preview Views"
+    bl_options = {"REGISTER", "UNDO"}
+
+    clear: bpy.props.BoolProperty(name="Clear", default=False, description="Remove the preview cameras")
+
+    def execute(self, context):
+        scene = context.scene
+        if self.clear:
+            camera_paths.clear_preview()
+            return {"FINISHED"}
+        if scene.camera is None:
+            self.report({"ERROR"}, "Set a scene camera: the views are placed from its pose")
+            return {"CANCELLED"}
+        try:
+            views = camera_paths.planned_views(scene, scene.camera)
+        except (cameras.CameraError, trajectory.TrajectoryError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        camera_paths.show_preview(scene, scene.camera, views)
+        frames = [view.extra["frame"] for view in views if "frame" in view.extra]
+        if frames:
+            camera_paths.mark_frames(scene, frames)
+        self.report({"INFO"}, f"{len(views)} views in the {camera_paths.PREVIEW_COLLECTION} collection")
+        return {"FINISHED"}
+
+
+CLASSES = [Gen3DCameraSettings, GEN3D_OT_add_camera, GEN3D_OT_add_camera_path, GEN3D_OT_mark_views, GEN3D_OT_preview_views]
 
 
 def register_extra() -> None:

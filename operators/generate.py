@@ -12,32 +12,40 @@ import re
 from pathlib import Path
 
 import bpy
+from bpy.app.handlers import persistent
 
 from ..engine import cameras, trajectory
-from ..gen3d_addon import camera_bridge, importers
+from ..gen3d_addon import camera_paths, importers
+from ..engine.remote import RemoteError, RemoteServer
 from ..gen3d_addon.engine_client import EngineRun, EngineServer
 from ..gen3d_addon.preferences import (
     EXTENSION_ROOT,
     get_preferences,
     jobs_root,
     parse_model_overrides,
+    remote_target,
     resolved_engine_python,
 )
 
-# The run in flight (one at a time per Blender session): the Cancel operator and the panel read it.
+# Run state lives here, at runtime, never in the .blend: a file saved mid-run must not open
+# "running".  The run in flight (one per Blender session; Cancel and the panel read it) and the
+# last one that ended (its message stays in the panel until the next file is loaded).
 _active: EngineRun | None = None
+_last: EngineRun | None = None
 # The long-lived engine when "Keep engine loaded" is on; started by the first Generate.
 _server: EngineServer | None = None
 
 
-def engine_server(context) -> EngineServer | None:
+def engine_server(context) -> EngineServer | RemoteServer | None:
     """The shared engine for this run, or None for a one-shot engine."""
     global _server
     prefs = get_preferences(context)
+    if prefs.engine_location == "REMOTE":
+        return remote_server(prefs)
     if not prefs.keep_engine_loaded:
         return None
     python = resolved_engine_python(prefs)
-    if _server is not None and (_server.python != python or _server.device != prefs.device):
+    if _server is not None and (getattr(_server, "python", None) != python or _server.device != prefs.device):
         _server.stop()  # settings changed: the next run starts a matching engine
         _server = None
     if _server is None:
@@ -45,8 +53,27 @@ def engine_server(context) -> EngineServer | None:
     return _server
 
 
+def remote_server(prefs) -> RemoteServer:
+    """The remote engine always stays loaded: one ssh connection serves this session's runs."""
+    global _server
+    try:
+        target = remote_target(prefs)
+    except RemoteError as exc:
+        raise InputError(f"Remote engine: {exc}") from exc
+    if _server is not None and (getattr(_server, "target", None) != target or _server.device != prefs.device):
+        _server.stop()
+        _server = None
+    if _server is None:
+        _server = RemoteServer(target, device=prefs.device)
+    return _server
+
+
 def active_run() -> EngineRun | None:
     return _active
+
+
+def last_run() -> EngineRun | None:
+    return _last
 
 
 class InputError(ValueError):
@@ -60,8 +87,9 @@ def _job_folder(context, image: Path | None) -> Path:
     return jobs_root(get_preferences(context)) / name
 
 
-def build_arguments(context) -> tuple[list[str], Path]:
-    """The engine command line for the scene's settings; writes cameras into the job folder."""
+def build_arguments(context, fresh: bool = False) -> tuple[list[str], Path]:
+    """The engine command line for the scene's settings; writes cameras into the job folder.
+    ``fresh``: regenerate from scratch (the engine forgets the job's finished stages)."""
     scene = context.scene
     settings = scene.gen3d
     prefs = get_preferences(context)
@@ -75,6 +103,8 @@ def build_arguments(context) -> tuple[list[str], Path]:
     args = ["generate", str(image) if image else "", "--out", str(job_dir)]
     args += ["--profile", prefs.profile, "--device", prefs.device, "--seed", str(settings.seed)]
     args += ["--steps", str(settings.steps), "--resolution", str(settings.resolution)]
+    if fresh:
+        args.append("--fresh")
     if settings.splat_iterations:
         args += ["--iterations", str(settings.splat_iterations)]
     if settings.prompt.strip():
@@ -90,18 +120,18 @@ def build_arguments(context) -> tuple[list[str], Path]:
         for name, source in parse_model_overrides(prefs.model_overrides).items():
             args += ["--model", f"{name}={source}"]
         camera_object = scene.camera
-        if settings.use_scene_camera and camera_object is not None:
-            input_camera = camera_bridge.camera_from_object(scene, camera_object)
-            _write_json(job_dir / "camera.json", input_camera.to_dict())
-            args += ["--camera", str(job_dir / "camera.json")]
-        if settings.trajectory_source == "CAMERA":
-            if camera_object is None:
-                raise InputError("Camera animation needs a scene camera")
-            path = camera_bridge.sample_animation(scene, camera_object, settings.steps + 1)
+        if settings.trajectory_source == "CAMERA" and camera_object is None:
+            raise InputError("Camera animation needs a scene camera")
+        if camera_object is not None and (settings.use_scene_camera or settings.trajectory_source == "CAMERA"):
+            # The views the preview shows, input first (for an animation: its first sampled frame).
+            path = camera_paths.planned_views(scene, camera_object)
+            if settings.use_scene_camera:
+                _write_json(job_dir / "camera.json", path[0].to_dict())
+                args += ["--camera", str(job_dir / "camera.json")]
             trajectory.save_trajectory(job_dir / "trajectory.json", path, source=f"blender:{camera_object.name}")
             args += ["--trajectory", str(job_dir / "trajectory.json")]
-        else:
-            args += ["--preset", settings.preset]
+        else:  # no camera framed the input: the engine's preset around its own estimate
+            args += ["--preset", scene.gen3d_camera.preset]
     except (cameras.CameraError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     return args, job_dir
@@ -116,29 +146,26 @@ def _write_json(path: Path, data) -> None:
 PREVIEW_IMAGE = "Gen3D preview"
 
 
-def _mirror(context, run: EngineRun) -> None:
-    """Copy the run's state into the scene settings the panel draws (the panel loads nothing)."""
-    settings = context.scene.gen3d
-    settings.running = not run.done
-    settings.stage = run.stage
-    settings.progress = run.fraction
-    settings.message = run.message[:1000]
-    if run.preview_path and run.preview_path != settings.preview_path and Path(run.preview_path).is_file():
-        settings.preview_path = run.preview_path
-        image = bpy.data.images.get(PREVIEW_IMAGE)
-        if image is None:
-            image = bpy.data.images.load(run.preview_path)
-            image.name = PREVIEW_IMAGE
-        else:
-            image.filepath = run.preview_path
-            image.reload()
-        image.preview_ensure()
+def _show_preview(run: EngineRun) -> None:
+    """Load the run's latest preview image for the panel (the panel itself loads nothing)."""
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if not run.preview_path or (image is not None and image.filepath == run.preview_path):
+        return
+    if not Path(run.preview_path).is_file():
+        return
+    if image is None:
+        image = bpy.data.images.load(run.preview_path)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = run.preview_path
+        image.reload()
+    image.preview_ensure()
 
 
 def _finish(operator, context, run: EngineRun) -> set[str]:
-    global _active
-    _active = None
-    _mirror(context, run)
+    global _active, _last
+    _active, _last = None, run
+    _show_preview(run)
     if context.workspace is not None:
         context.workspace.status_text_set(None)
     for warning in run.warnings:
@@ -168,6 +195,12 @@ class GEN3D_OT_generate(bpy.types.Operator):
     timeout: bpy.props.FloatProperty(
         name="Timeout", description="Blocking runs only: cancel after this many seconds (0: none)", default=0.0, min=0.0
     )
+    fresh: bpy.props.BoolProperty(
+        name="Regenerate from scratch",
+        description="Redo every stage instead of resuming the job's finished ones",
+        default=False,
+        options={"SKIP_SAVE"},
+    )
 
     _timer = None
     _run: EngineRun | None = None
@@ -177,27 +210,23 @@ class GEN3D_OT_generate(bpy.types.Operator):
         return _active is None
 
     def _start(self, context) -> EngineRun | None:
-        global _active
+        global _active, _last
         try:
-            arguments, job_dir = build_arguments(context)
+            arguments, job_dir = build_arguments(context, fresh=self.fresh)
+            server = engine_server(context)
         except InputError as exc:
             self.report({"ERROR"}, str(exc))
             return None
-        run = EngineRun(
-            resolved_engine_python(get_preferences(context)),
-            arguments,
-            cwd=EXTENSION_ROOT,
-            job_dir=job_dir,
-            server=engine_server(context),
-        )
+        importers.keep_sh_of(job_dir / "gaussians.ply")  # the run rewrites it: earlier imports keep their SH
+        python = Path(server.target.python) if isinstance(server, RemoteServer) else resolved_engine_python(get_preferences(context))
+        run = EngineRun(python, arguments, cwd=EXTENSION_ROOT, job_dir=job_dir, server=server)
         context.scene.gen3d.job_dir = str(job_dir)
         run.start()
         if run.done:  # could not even start
             self.report({"ERROR"}, run.error)
-            _mirror(context, run)
+            _last = run
             return None
         _active = run
-        _mirror(context, run)
         return run
 
     def execute(self, context):
@@ -221,7 +250,7 @@ class GEN3D_OT_generate(bpy.types.Operator):
             run.cancel()
         if event.type == "TIMER":
             run.pump()
-            _mirror(context, run)
+            _show_preview(run)
             if context.workspace is not None:
                 context.workspace.status_text_set(f"Gen3D: {run.message}  {run.fraction * 100:.0f}%  (Esc to cancel)")
             for area in context.screen.areas if context.screen else ():
@@ -231,6 +260,17 @@ class GEN3D_OT_generate(bpy.types.Operator):
                 context.window_manager.event_timer_remove(self._timer)
                 return _finish(self, context, run)
         return {"PASS_THROUGH"}
+
+    def cancel(self, context):
+        """Blender ends the modal run (a file is loaded, the window closes, Blender quits): stop
+        the engine; finished stages stay in the job folder."""
+        global _active, _last
+        context.window_manager.event_timer_remove(self._timer)
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        if self._run is not None and _active is self._run:
+            self._run.cancel()
+            _active, _last = None, self._run
 
 
 class GEN3D_OT_cancel(bpy.types.Operator):
@@ -264,12 +304,39 @@ class GEN3D_OT_release_engine(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def unregister_extra() -> None:
-    """Disabling the add-on (or quitting) must not leave an engine running."""
+def stop_engines() -> None:
+    """Cancel the run in flight and stop the kept engine: nothing outlives the file or Blender."""
+    global _active, _last, _server
     if _active is not None:
-        _active.cancel()
+        _active.stop(timeout=5.0)
+        _active, _last = None, _active
     if _server is not None:
         _server.stop()
+        _server = None
+
+
+@persistent
+def _on_load_pre(*_args) -> None:
+    stop_engines()  # the run belongs to the file being closed
+
+
+@persistent
+def _on_load_post(*_args) -> None:
+    global _last
+    _last = None  # the new file starts with a clean panel
+
+
+def register_extra() -> None:
+    bpy.app.handlers.load_pre.append(_on_load_pre)
+    bpy.app.handlers.load_post.append(_on_load_post)
+
+
+def unregister_extra() -> None:
+    """Disabling the add-on, or quitting (Blender disables every add-on on the way out), must not
+    leave an engine running."""
+    bpy.app.handlers.load_post.remove(_on_load_post)
+    bpy.app.handlers.load_pre.remove(_on_load_pre)
+    stop_engines()
 
 
 CLASSES = [GEN3D_OT_generate, GEN3D_OT_cancel, GEN3D_OT_release_engine]

@@ -30,6 +30,7 @@ def setup_steps(python_for_venv: str, venv_python: Path, torch_variant: str) -> 
         ("Installing the engine's packages", pip + ["-r", str(requirements / "engine.txt")]),
         ("Installing MoGe-2's model code", pip + ["--no-deps", "-r", str(requirements / "moge.txt")]),
         ("Checking the engine", [str(venv_python), "-m", "engine", "version"]),
+        ("Building the 3DGS kernels (once)", [str(venv_python), "-m", "engine", "warmup"]),
     ]
 
 

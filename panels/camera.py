@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..gen3d_addon import camera_paths, importers, nodes
+from ..gen3d_addon import camera_paths, importers, nodes, render_settings, sky_world, splat_draw
 
 
 class GEN3D_PT_camera_path(bpy.types.Panel):
@@ -27,7 +27,10 @@ class GEN3D_PT_camera_path(bpy.types.Panel):
         col.prop(settings, "scene_depth")
         for key in camera_paths.preset_parameters(settings.preset):
             col.prop(settings, key)
-        layout.operator("gen3d.add_camera_path", icon="KEYFRAME")
+        row = layout.row(align=True)
+        row.operator("gen3d.add_camera_path", icon="KEYFRAME")
+        row.operator("gen3d.preview_views", text="", icon="HIDE_OFF")
+        row.operator("gen3d.preview_views", text="", icon="X").clear = True
         row = layout.row(align=True)
         row.prop(settings, "sampling", text="")
         row.operator("gen3d.mark_views", text="", icon="MARKER_HLT")
@@ -49,6 +52,14 @@ class GEN3D_PT_result(bpy.types.Panel):
         row.operator("gen3d.import_job", text="Re-import Job", icon="IMPORT")
         row.operator("gen3d.import_gaussians", text="", icon="FILEBROWSER")
         row.operator("gen3d.export_gaussians", text="", icon="EXPORT")
+        issues = render_settings.splat_issues(context.scene)
+        col = layout.column(align=True)
+        for issue in issues:  # what keeps the splats from rendering as trained; never changed silently
+            col.label(text=issue, icon="ERROR")
+        if issues:
+            layout.operator("gen3d.splat_render_settings", icon="SHADING_RENDERED")
+        if sky_world.sky_collection(context) is not None:  # the World changes only on this click
+            layout.operator("gen3d.sky_world", icon="WORLD")
         obj = context.active_object
         modifier = obj.modifiers.get(importers.GAUSSIANS_GROUP) if obj is not None else None
         if modifier is None or modifier.node_group is None:
@@ -56,8 +67,9 @@ class GEN3D_PT_result(bpy.types.Panel):
         col = layout.column(align=True)
         for name in ("Scale", "Min Opacity", "Viewport Fraction", "Viewport Ellipsoids"):
             col.prop(modifier, f'["{nodes.input_identifier(modifier.node_group, name)}"]', text=name)
-        if context.scene.render.engine == "CYCLES":
-            layout.label(text="Dense splats: raise Light Paths > Transparent bounces", icon="INFO")
+        col.prop(obj, f'["{splat_draw.DRAW_PROPERTY}"]', text="Splats in Viewport")
+        if importers.refers_sh(obj.data):  # export reads the SH rest from the PLY it came from
+            layout.operator("gen3d.store_sh", icon="PACKAGE")
 
 
 CLASSES = [GEN3D_PT_camera_path, GEN3D_PT_result]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..gen3d_addon.preferences import get_preferences, resolved_engine_python
+from ..operators import generate
 from ..operators.generate import PREVIEW_IMAGE
 
 
@@ -19,7 +20,7 @@ class GEN3D_PT_main(bpy.types.Panel):
         layout = self.layout
         settings = context.scene.gen3d
         prefs = get_preferences(context)
-        if not resolved_engine_python(prefs).is_file():
+        if prefs.engine_location == "LOCAL" and not resolved_engine_python(prefs).is_file():
             box = layout.box()
             box.label(text="Engine not set up", icon="ERROR")
             box.operator("gen3d.setup_engine", icon="CONSOLE")
@@ -37,8 +38,9 @@ class GEN3D_PT_main(bpy.types.Panel):
         col.prop(settings, "use_scene_camera")
         col.prop(settings, "trajectory_source", text="")
         if settings.trajectory_source == "PRESET":
-            col.prop(settings, "preset")
+            col.prop(context.scene.gen3d_camera, "preset")
         col.prop(settings, "steps")
+        col.operator("gen3d.preview_views", icon="HIDE_OFF")
 
         col = layout.column(align=True)
         col.label(text="Quality")
@@ -48,14 +50,18 @@ class GEN3D_PT_main(bpy.types.Panel):
         col.prop(prefs, "device")
         layout.prop(settings, "import_mode")
 
-        if settings.running:
-            layout.label(text=f"{settings.stage}: {settings.message}", icon="TIME")
-            layout.progress(factor=settings.progress, text=f"{settings.progress * 100:.0f}%")
+        run = generate.active_run()
+        if run is not None:
+            layout.label(text=f"{run.stage}: {run.message}", icon="TIME")
+            layout.progress(factor=run.fraction, text=f"{run.fraction * 100:.0f}%")
             layout.operator("gen3d.cancel", icon="CANCEL")
         else:
-            layout.operator("gen3d.generate", icon="PLAY")
-            if settings.message:
-                layout.label(text=settings.message)
+            row = layout.row(align=True)
+            row.operator("gen3d.generate", icon="PLAY")
+            row.operator("gen3d.generate", text="", icon="FILE_REFRESH").fresh = True  # Regenerate from scratch
+            last = generate.last_run()
+            if last is not None and last.message:
+                layout.label(text=last.message[:1000])
         preview = bpy.data.images.get(PREVIEW_IMAGE)
         if preview is not None and preview.preview is not None:
             layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)

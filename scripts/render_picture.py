@@ -3,7 +3,9 @@
     .venv/bin/python scripts/render_picture.py JOB OUT.png [--samples 16]
 
 Left to right: the input image, the imported Gaussians rendered by Cycles from the input
-camera, and from the last camera of the expansion path (a view the input never saw).
+camera, and from the last camera of the expansion path (a view the input never saw).  Render
+settings: exactly what the Result panel's one click sets (gen3d.splat_render_settings: a
+transparent film, no world), shown over black like the engine's own render.
 """
 
 import argparse
@@ -19,13 +21,18 @@ import import_to_blend  # noqa: E402  (sets up Blender's user folder before bpy 
 import bpy  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from engine import colour  # noqa: E402
 from engine.cameras import Camera  # noqa: E402
 
 
 def render(scene, path: Path) -> np.ndarray:
+    """The render over black: Blender's PNG holds straight alpha, composited in linear light."""
+    scene.render.image_settings.color_mode = "RGBA"
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
-    return np.asarray(Image.open(path).convert("RGB"))
+    rgba = np.asarray(Image.open(path).convert("RGBA"), np.float64) / 255.0
+    over_black = colour.linear_to_srgb(colour.srgb_to_linear(rgba[..., :3]) * rgba[..., 3:])
+    return (np.clip(over_black, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def main() -> None:
@@ -40,11 +47,8 @@ def main() -> None:
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = args.samples
-    scene.cycles.transparent_max_bounces = 64  # dense splats are many transparent layers
-    scene.render.film_transparent = False
-    # Our own scene: show the stored display colours as they are (Blender's default AgX tone-maps them).
-    scene.view_settings.view_transform = "Standard"
-    scene.world = scene.world or bpy.data.worlds.new("World")
+    if bpy.ops.gen3d.splat_render_settings() != {"FINISHED"}:
+        sys.exit("gen3d.splat_render_settings failed")
     tiles = [np.asarray(Image.open(args.job / "inputs" / "image.png").convert("RGB"))]
     tiles.append(render(scene, args.out.with_suffix(".input.png")))
     # The last expansion camera, from the engine world into Blender's (the imported world empty).

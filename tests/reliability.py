@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -63,6 +64,39 @@ def run_and_interrupt(
 
 def job_files(job: Path) -> list[Path]:
     return sorted(p for p in job.rglob("*") if p.is_file())
+
+
+def losses(job: Path, finished_before: list[str]) -> list[str]:
+    """What a fault cost, as the tests check it: each stage finished before the fault that is no
+    longer finished (record or an output gone), each done.json naming a missing output, each
+    temporary file left behind.  Empty: nothing lost."""
+    lost = [f"left {p.relative_to(job)}" for p in job_files(job) if ".tmp" in p.name] if job.exists() else []
+    for stage in protocol.STAGES:
+        done = job / stage / "done.json"
+        if not done.is_file():
+            if stage in finished_before:
+                lost.append(f"stage {stage} no longer finished")
+            continue
+        for name in json.loads(done.read_text())["outputs"]:
+            if not (job / stage / name).is_file():
+                lost.append(f"{stage}/{name} named in done.json but missing")
+    return lost
+
+
+def finished_stages(job: Path) -> list[str]:
+    return [stage for stage in protocol.STAGES if (job / stage / "done.json").is_file()]
+
+
+def record_fault(fault: str, *, simulated: bool, lost: list[str] | None, **measured) -> None:
+    """One fault a test injected, for scripts/reliability_report.py (GEN3D_FAULT_REPORT, JSON lines):
+    what it was, whether it was simulated, what was lost (None: no job involved) and what was measured.
+    Written before the test's assertions, so a failed check is reported too."""
+    if not os.environ.get("GEN3D_FAULT_REPORT"):
+        return
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    record = {"test": test, "fault": fault, "simulated": simulated, "lost": lost, **measured}
+    with open(os.environ["GEN3D_FAULT_REPORT"], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def assert_job_consistent(job: Path) -> list[str]:

@@ -143,5 +143,34 @@ def test_add_camera_matches_image(clean_scene, addon, tmp_path):
     assert (scene.render.resolution_x, scene.render.resolution_y) == (80, 40)
     camera = addon.gen3d_addon.camera_bridge.camera_from_object(scene, obj)
     # At the origin looking along +Y with Z up: where job results without a camera land.
-    np.testing.assert_allclose(camera.camera_to_world, addon.gen3d_addon.importers.world_from_engine(tmp_path), atol=1e-6)
+    np.testing.assert_allclose(camera.camera_to_world, addon.gen3d_addon.importers.world_from_engine(None), atol=1e-6)
     assert camera.K[0, 0] == pytest.approx(24.0 / 36.0 * 80)
+
+
+def test_add_camera_is_placed_by_the_job_not_the_working_directory(clean_scene, addon, tmp_path, monkeypatch):
+    import json
+
+    import bpy
+
+    cameras, importers = addon.engine.cameras, addon.gen3d_addon.importers
+    pose = cameras.look_at([1.0, -5.0, 2.0], [0.0, 0.0, 1.0], up=[0.0, 0.0, -1.0])
+    client = cameras.Camera(cameras.intrinsics_from_fov(80, 40, 50.0), pose, 80, 40)
+    stray = tmp_path / "cwd"
+    stray.mkdir()
+    (stray / "camera.json").write_text(json.dumps(client.to_dict()))  # where Blender was started
+    monkeypatch.chdir(stray)
+    scene = clean_scene
+    scene.render.resolution_x, scene.render.resolution_y = 80, 40
+    assert bpy.ops.gen3d.add_camera(lens=24.0) == {"FINISHED"}
+    placed = addon.gen3d_addon.camera_bridge.camera_from_object(scene, scene.camera)
+    np.testing.assert_allclose(placed.camera_to_world, importers.world_from_engine(None), atol=1e-6)
+    # From a job: its input view, so the camera looks through the job's results as the input did.
+    job = tmp_path / "job"
+    (job / "inputs").mkdir(parents=True)
+    (job / "camera.json").write_text(json.dumps(client.to_dict()))
+    engine_view = cameras.Camera(client.K, np.eye(4), 80, 40)
+    (job / "inputs" / "camera.json").write_text(json.dumps(engine_view.to_dict()))
+    scene.gen3d.job_dir = str(job)
+    assert bpy.ops.gen3d.add_camera(focal_source="JOB") == {"FINISHED"}
+    placed = addon.gen3d_addon.camera_bridge.camera_from_object(scene, scene.camera)
+    np.testing.assert_allclose(placed.camera_to_world, client.camera_to_world, atol=1e-5)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ADDON_MODULE, EXAMPLE
+from conftest import ADDON_MODULE, EXAMPLE, generate_module, pump_until, use_example_inputs
 
 # Small and quick: the point here is the bridge, not quality.
 FAST = dict(resolution=96, steps=1, splat_iterations=20)
@@ -18,42 +18,19 @@ FAST = dict(resolution=96, steps=1, splat_iterations=20)
 
 @pytest.fixture
 def example_scene(clean_scene, tmp_path, addon):
-    import bpy
-
-    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
-    prefs.jobs_folder = str(tmp_path / "jobs")
-    prefs.profile = "offline"
-    prefs.device = "cpu"
+    prefs = use_example_inputs(clean_scene, tmp_path / "jobs", **FAST)
     prefs.engine_python = sys.executable
-    settings = clean_scene.gen3d
-    settings.image_path = str(EXAMPLE / "image.png")
-    settings.depth_path = str(EXAMPLE / "depth.png")
-    settings.use_scene_camera = False
-    for name, value in FAST.items():
-        setattr(settings, name, value)
     yield clean_scene
     prefs.engine_python = sys.executable
-
-
-def _generate_module():
-    return importlib.import_module(f"{ADDON_MODULE}.operators.generate")
 
 
 def _started_run(context):
     from_client = importlib.import_module(f"{ADDON_MODULE}.gen3d_addon.engine_client")
     prefs_module = importlib.import_module(f"{ADDON_MODULE}.gen3d_addon.preferences")
-    arguments, job_dir = _generate_module().build_arguments(context)
+    arguments, job_dir = generate_module().build_arguments(context)
     run = from_client.EngineRun(sys.executable, arguments + ["--set", "reprojections=0"], cwd=prefs_module.EXTENSION_ROOT, job_dir=job_dir)
     run.start()
     return run
-
-
-def _pump_until(run, condition, timeout=240):
-    deadline = time.monotonic() + timeout
-    while not condition() and not run.done:
-        assert time.monotonic() < deadline, f"timed out in stage {run.stage!r}"
-        run.pump()
-        time.sleep(0.05)
 
 
 def test_extension_registers_operators_and_panel(addon):
@@ -71,7 +48,7 @@ def test_generate_imports_the_result(example_scene):
     user_object = bpy.data.objects.new("My asset", None)
     example_scene.collection.objects.link(user_object)
     result = bpy.ops.gen3d.generate(timeout=300)
-    assert result == {"FINISHED"}, example_scene.gen3d.message
+    assert result == {"FINISHED"}, generate_module().last_run().message
     job_dir = example_scene.gen3d.job_dir
     assert os.path.isfile(os.path.join(job_dir, "points.ply"))
     assert os.path.isfile(os.path.join(job_dir, "gaussians.ply"))
@@ -80,7 +57,7 @@ def test_generate_imports_the_result(example_scene):
     meshes = [o for o in ours[0].all_objects if o.type in ("MESH", "POINTCLOUD")]
     assert meshes and max(len(o.data.vertices) if o.type == "MESH" else len(o.data.points) for o in meshes) > 1000
     assert "My asset" in bpy.data.objects and user_object.users_collection[0] == example_scene.collection
-    assert example_scene.gen3d.progress == pytest.approx(1.0)
+    assert generate_module().last_run().fraction == pytest.approx(1.0)
 
 
 def test_cancel_keeps_finished_stages_and_the_rerun_resumes(example_scene):
@@ -88,7 +65,7 @@ def test_cancel_keeps_finished_stages_and_the_rerun_resumes(example_scene):
 
     example_scene.gen3d.splat_iterations = 100000  # long enough to be cancelled inside "splat"
     run = _started_run(bpy.context)
-    _pump_until(run, lambda: run.stage == "splat")
+    pump_until(run, lambda: run.stage == "splat")
     time.sleep(1.0)
     run.cancel()
     run.wait(timeout=60)
@@ -111,7 +88,7 @@ def test_engine_killed_mid_run_is_reported_and_blender_keeps_working(example_sce
 
     example_scene.gen3d.splat_iterations = 100000
     run = _started_run(bpy.context)
-    _pump_until(run, lambda: run.stage == "splat")
+    pump_until(run, lambda: run.stage == "splat")
     os.kill(run.pid, signal.SIGKILL)
     run.wait(timeout=30)
     assert run.state == "failed"
@@ -128,7 +105,7 @@ def test_missing_engine_gives_a_clear_message(example_scene, tmp_path):
     # An operator that reports an error raises it to a Python caller, message included.
     with pytest.raises(RuntimeError, match="Engine Python not found .*Set up engine"):
         bpy.ops.gen3d.generate()
-    assert not example_scene.gen3d.running
+    assert generate_module().active_run() is None and generate_module().last_run().state == "failed"
 
 
 def test_garbage_printing_engine_is_reported(example_scene, tmp_path):
@@ -141,7 +118,7 @@ def test_garbage_printing_engine_is_reported(example_scene, tmp_path):
     prefs.engine_python = str(fake)
     with pytest.raises(RuntimeError, match="stopped unexpectedly"):
         bpy.ops.gen3d.generate(timeout=30)
-    assert "boom" in example_scene.gen3d.message
+    assert "boom" in generate_module().last_run().message
 
 
 def test_missing_input_image_is_refused_before_starting(example_scene):
@@ -157,7 +134,7 @@ def test_kept_engine_serves_two_runs_then_is_released(example_scene):
 
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     prefs.keep_engine_loaded = True
-    generate = _generate_module()
+    generate = generate_module()
     try:
         assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}
         server = generate._server
@@ -190,7 +167,7 @@ def test_generate_follows_the_keyframed_camera_path(example_scene):
     settings = example_scene.gen3d
     settings.use_scene_camera, settings.trajectory_source, settings.steps = True, "CAMERA", 2
     example_scene.frame_set(example_scene.frame_start)
-    assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}, settings.message
+    assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}, generate_module().last_run().message
     job = settings.job_dir
     sent = json.loads(open(os.path.join(job, "trajectory.json")).read())["cameras"]
     assert len(sent) == 3
@@ -201,3 +178,24 @@ def test_generate_follows_the_keyframed_camera_path(example_scene):
     assert len(used) == 1 + len(expected)
     for camera, want in zip(used[1:], expected):
         np.testing.assert_allclose(np.array(camera["world_to_camera"]), want.world_to_camera, atol=1e-6)
+
+
+def test_generate_resumes_and_regenerate_from_scratch_redoes_every_stage(example_scene):
+    import bpy
+
+    settings = example_scene.gen3d
+    settings.resolution, settings.steps, settings.splat_iterations = 48, 0, 3  # three runs: keep each short
+    assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}, generate_module().last_run().message
+    job_dir = example_scene.gen3d.job_dir
+    stages = ("inputs", "depth", "segment", "inpaint", "sky", "expand", "splat", "export")
+
+    def records():
+        return {stage: os.stat(os.path.join(job_dir, stage, "done.json")).st_mtime_ns for stage in stages}
+
+    first = records()
+    assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}
+    assert records() == first  # resumed: nothing redone
+    assert "--fresh" not in generate_module().build_arguments(bpy.context)[0]
+    assert bpy.ops.gen3d.generate(timeout=300, fresh=True) == {"FINISHED"}, generate_module().last_run().message
+    again = records()
+    assert all(again[stage] != first[stage] for stage in stages), (first, again)

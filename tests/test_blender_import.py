@@ -46,6 +46,23 @@ def _random_gaussians(count, seed=0):
     )
 
 
+def _evaluated_geometry(obj):
+    """What obj's modifiers make, with a ``pointcloud`` (evaluated_geometry() from 4.4 on, kept
+    alive by the caller; before it, the depsgraph hands a point cloud out as an instance)."""
+    import types
+
+    import bpy
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    if hasattr(evaluated, "evaluated_geometry"):
+        return evaluated.evaluated_geometry()
+    clouds = [i.object.data for i in depsgraph.object_instances
+              if i.object.type == "POINTCLOUD" and i.object.original == obj]
+    assert len(clouds) == 1, clouds
+    return types.SimpleNamespace(pointcloud=clouds[0])
+
+
 def _input_camera(addon, job_dir):
     """A Blender-world input camera (job/camera.json, as Generate writes it)."""
     cameras = addon.engine.cameras
@@ -76,8 +93,11 @@ def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
     np.testing.assert_allclose(get("opacity"), g["opacity"], atol=1e-5)
     np.testing.assert_allclose(get("scale"), g["sigma"], rtol=1e-5)
     np.testing.assert_allclose(get("rot"), g["rot"], atol=1e-5)
-    np.testing.assert_allclose(get("f_rest_8"), data["f_rest_8"])
     assert mesh.attributes["rot"].data_type == "QUATERNION"
+    # The SH rest (export only) stays in the job's PLY: per point its row there, nothing more.
+    assert not [name for name in mesh.attributes.keys() if name.startswith("f_rest_")]
+    np.testing.assert_array_equal(get(importers.SH_ROW), np.arange(40))
+    np.testing.assert_array_equal(importers.gaussians_from_object(obj)["f_rest"][8], data["f_rest_8"])
 
     modifier = obj.modifiers[importers.GAUSSIANS_GROUP]
     tree = modifier.node_group
@@ -90,7 +110,10 @@ def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
     material = nodes.modifier_input(modifier, "Material")
     assert {n.attribute_type for n in material.node_tree.nodes if n.bl_idname == "ShaderNodeAttribute"} == {"GEOMETRY", "INSTANCER"}
 
+    # The viewport draws them as splats (gen3d_addon/splat_draw.py); the geometry preview is off.
+    assert obj["gen3d_splat_draw"] and nodes.modifier_input(modifier, "Viewport Fraction") == 0.0
     # Evaluated: one ellipsoid instance per Gaussian above Min Opacity, with the right transform.
+    nodes.set_modifier_input(modifier, "Viewport Fraction", 1.0)
     nodes.set_modifier_input(modifier, "Viewport Ellipsoids", True)
     min_opacity = nodes.modifier_input(modifier, "Min Opacity")
     scale = nodes.modifier_input(modifier, "Scale")
@@ -117,7 +140,7 @@ def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
     nodes.set_modifier_input(modifier, "Viewport Fraction", 0.5)
     nodes.set_modifier_input(modifier, "Min Opacity", 0.0)
     obj.update_tag()
-    geometry = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
+    geometry = _evaluated_geometry(obj)
     shown = len(geometry.pointcloud.points)
     assert 5 < shown < 35
 
@@ -146,7 +169,7 @@ def test_import_points(clean_scene, addon, tmp_path):
     np.testing.assert_allclose(importers.get_attribute(mesh, "radius"), data["radius"])
     assert not obj.hide_get()  # no Gaussians: the points are the result
     assert "GeometryNodeMeshToPoints" in {n.bl_idname for n in obj.modifiers[importers.POINTS_GROUP].node_group.nodes}
-    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
+    evaluated = _evaluated_geometry(obj)
     assert len(evaluated.pointcloud.points) == 100
     radius = np.array([r.value for r in evaluated.pointcloud.attributes["radius"].data])
     np.testing.assert_allclose(np.sort(radius), np.sort(data["radius"] * 0.7), rtol=1e-5)
@@ -207,6 +230,107 @@ def test_file_import_export_round_trip(clean_scene, addon, tmp_path):
         assert any(f.__module__.startswith(addon.__name__) for f in menu.draw._draw_funcs), menu
 
 
+def test_sh_rest_stays_in_the_ply_until_stored_and_exports_bit_for_bit(clean_scene, addon, tmp_path):
+    import bpy
+
+    importers, ply = addon.gen3d_addon.importers, addon.gen3d_addon.ply
+    g = _random_gaussians(50, seed=5)
+    source = _gaussian_file(ply, tmp_path / "in.ply", g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"], n_rest=45)
+    assert bpy.ops.gen3d.import_gaussians(filepath=str(tmp_path / "in.ply"), y_down=False) == {"FINISHED"}
+    obj = bpy.context.active_object
+    mesh = obj.data
+    stored = {name for name in mesh.attributes.keys() if not name.startswith(".")}  # not Blender's own (selection)
+    assert stored == {"position", "color", "opacity", "opacity_logit", "scale", "rot", importers.SH_ROW, importers.SH_FILE}
+    # Points deleted: the others keep their rows, and export finds their coefficients.
+    import bmesh
+
+    edit = bmesh.new()
+    edit.from_mesh(mesh)
+    bmesh.ops.delete(edit, geom=list(edit.verts)[::2], context="VERTS")
+    edit.to_mesh(mesh)
+    edit.free()
+    rows = importers.get_attribute(mesh, importers.SH_ROW)
+    assert len(rows) == 25
+    assert bpy.ops.gen3d.export_gaussians(filepath=str(tmp_path / "out.ply"), y_down=False) == {"FINISHED"}
+    out = ply.read_vertices(tmp_path / "out.ply")
+    for i in range(45):
+        np.testing.assert_array_equal(out[f"f_rest_{i}"], source[f"f_rest_{i}"][rows])
+    # The file rewritten (a re-run): export refuses, saying why, and writes nothing.
+    original = (tmp_path / "in.ply").read_bytes()
+    (tmp_path / "in.ply").write_bytes(original + b"\0")
+    with pytest.raises(RuntimeError, match="changed since the import"):
+        bpy.ops.gen3d.export_gaussians(filepath=str(tmp_path / "stale.ply"), y_down=False)
+    assert not (tmp_path / "stale.ply").exists()
+    # Put back (same bytes, not the same file): refused too, until it is imported again or ...
+    (tmp_path / "in.ply").write_bytes(original)
+    with pytest.raises(RuntimeError, match="changed since the import"):
+        bpy.ops.gen3d.export_gaussians(filepath=str(tmp_path / "stale.ply"), y_down=False)
+    # ... Store SH in .blend, from the file as imported: then the file may go.
+    assert bpy.ops.gen3d.import_gaussians(filepath=str(tmp_path / "in.ply"), y_down=False) == {"FINISHED"}
+    again = bpy.context.active_object
+    assert bpy.ops.gen3d.store_sh() == {"FINISHED"} and not importers.refers_sh(again.data)
+    (tmp_path / "in.ply").unlink()
+    assert bpy.ops.gen3d.export_gaussians(filepath=str(tmp_path / "stored.ply"), y_down=False) == {"FINISHED"}
+    stored = ply.read_vertices(tmp_path / "stored.ply")
+    for i in range(45):
+        np.testing.assert_array_equal(stored[f"f_rest_{i}"], source[f"f_rest_{i}"])
+    # The first object's file is gone now: its export says where its SH should be.
+    for other in bpy.context.selected_objects:
+        other.select_set(False)
+    bpy.context.view_layer.objects.active = obj
+    with pytest.raises(RuntimeError, match="which is missing"):
+        bpy.ops.gen3d.export_gaussians(filepath=str(tmp_path / "lost.ply"), y_down=False)
+
+
+def test_a_rerun_of_the_job_keeps_the_sh_of_earlier_imports(clean_scene, addon, tmp_path):
+    import bpy
+
+    importers, ply = addon.gen3d_addon.importers, addon.gen3d_addon.ply
+    g = _random_gaussians(12, seed=6)
+    source = _gaussian_file(ply, tmp_path / "gaussians.ply", g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"])
+    kept = importers.import_job(bpy.context, tmp_path, mode="NEW").objects["Gen3D Gaussians"]
+    assert importers.refers_sh(kept.data)
+    assert importers.keep_sh_of(tmp_path / "gaussians.ply") == [kept.data.name]  # what Generate does before it runs
+    _gaussian_file(ply, tmp_path / "gaussians.ply", g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"], seed=9)
+    np.testing.assert_array_equal(importers.gaussians_from_object(kept)["f_rest"][3], source["f_rest_3"])
+
+
+def test_gaussians_joined_from_two_files_export_once_their_sh_is_stored(clean_scene, addon, tmp_path):
+    import bpy
+
+    importers, ply = addon.gen3d_addon.importers, addon.gen3d_addon.ply
+    objects, sources = [], []
+    for seed in (7, 8):
+        g = _random_gaussians(6, seed=seed)
+        path = tmp_path / f"part{seed}.ply"
+        sources.append(_gaussian_file(ply, path, g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"], seed=seed))
+        assert bpy.ops.gen3d.import_gaussians(filepath=str(path), y_down=False) == {"FINISHED"}
+        objects.append(bpy.context.active_object)
+
+    def join(pair):
+        joined = [o.copy() for o in pair]
+        for o in joined:
+            o.data = o.data.copy()
+            clean_scene.collection.objects.link(o)
+        with bpy.context.temp_override(active_object=joined[0], selected_editable_objects=joined):
+            assert bpy.ops.object.join() == {"FINISHED"}
+        for other in bpy.context.selected_objects:
+            other.select_set(False)
+        joined[0].select_set(True)
+        bpy.context.view_layer.objects.active = joined[0]
+        return joined[0]
+
+    join(objects)
+    with pytest.raises(RuntimeError, match="did not come from .*joined in from another object"):
+        bpy.ops.gen3d.export_gaussians(filepath=str(tmp_path / "joined.ply"), y_down=False)
+    for obj in objects:
+        assert importers.store_sh_in_blend(obj.data)
+    join(objects)
+    assert bpy.ops.gen3d.export_gaussians(filepath=str(tmp_path / "joined.ply"), y_down=False) == {"FINISHED"}
+    out = ply.read_vertices(tmp_path / "joined.ply")
+    np.testing.assert_array_equal(out["f_rest_4"], np.concatenate([source["f_rest_4"] for source in sources]))
+
+
 def test_replace_and_new_keep_user_objects(clean_scene, addon, tmp_path):
     import bpy
 
@@ -256,3 +380,103 @@ def test_job_with_points_and_gaussians_shows_gaussians(clean_scene, addon, tmp_p
     assert collection.objects["Gen3D Points"].hide_get() and collection.objects["Gen3D Points"].hide_render
     assert not collection.objects["Gen3D Gaussians"].hide_get()
     assert importers.get_attribute(collection.objects["Gen3D Points"].data, "radius").min() > 0  # made up: none stored
+
+
+def test_a_gaussians_file_is_placed_by_its_own_job_folder_not_the_working_directory(clean_scene, addon, tmp_path, monkeypatch):
+    """File > Import placed every PLY by a camera.json in Blender's working directory."""
+    import bpy
+
+    ply, importers = addon.gen3d_addon.ply, addon.gen3d_addon.importers
+    g = _random_gaussians(5, seed=4)
+    elsewhere, job, cwd = tmp_path / "elsewhere", tmp_path / "job", tmp_path / "cwd"
+    for folder in (elsewhere, job, cwd):
+        folder.mkdir()
+    _input_camera(addon, cwd)  # a stray camera.json where Blender was started
+    monkeypatch.chdir(cwd)
+    for folder in (elsewhere, job):
+        _gaussian_file(ply, folder / "gaussians.ply", g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"])
+    camera = _input_camera(addon, job)
+    placed = {}
+    for folder in (elsewhere, job):
+        assert bpy.ops.gen3d.import_gaussians(filepath=str(folder / "gaussians.ply")) == {"FINISHED"}
+        placed[folder] = np.array(bpy.context.active_object.matrix_world)
+    np.testing.assert_allclose(placed[elsewhere], importers.world_from_engine(None), atol=1e-6)  # upright at the origin
+    np.testing.assert_allclose(placed[job], camera.camera_to_world, atol=1e-6)  # where its job's results land
+
+
+def _sky_panorama(path, width=64, height=32):
+    """An equirectangular test sky: ahead red, right green, left blue, behind yellow, the top white."""
+    import bpy
+
+    lon = (np.arange(width) + 0.5) / width * 2 * math.pi - math.pi
+    colour = np.ones((height, width, 4), np.float32)
+    colour[:, np.abs(lon) <= math.pi / 4, :3] = (1, 0, 0)
+    colour[:, (lon > math.pi / 4) & (lon <= 3 * math.pi / 4), :3] = (0, 1, 0)
+    colour[:, (lon < -math.pi / 4) & (lon >= -3 * math.pi / 4), :3] = (0, 0, 1)
+    colour[:, np.abs(lon) > 3 * math.pi / 4, :3] = (1, 1, 0)
+    colour[: height // 6, :, :3] = 1.0  # above 60 degrees
+    image = bpy.data.images.new("test sky", width, height)
+    image.pixels.foreach_set(colour[::-1].ravel())  # Blender's rows run bottom up
+    image.filepath_raw, image.file_format = str(path), "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+
+
+def test_a_jobs_sky_comes_in_under_the_world_empty_and_becomes_the_world_only_on_request(clean_scene, addon, tmp_path):
+    import bpy
+    import mathutils
+
+    importers, ply, sky_world = addon.gen3d_addon.importers, addon.gen3d_addon.ply, addon.gen3d_addon.sky_world
+    g = _random_gaussians(10)
+    _gaussian_file(ply, tmp_path / "gaussians.ply", g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"])
+    far = _random_gaussians(20, seed=1)
+    dome = far["xyz"] / np.linalg.norm(far["xyz"], axis=1, keepdims=True) * 50.0
+    _gaussian_file(ply, tmp_path / "sky.ply", dome, far["colour"], far["opacity"], far["sigma"], far["rot"], n_rest=0)
+    _sky_panorama(tmp_path / "sky.png")
+    _input_camera(addon, tmp_path)  # looking down at the scene: the panorama's axes are turned
+    scene = clean_scene
+    mine = bpy.data.worlds.new("Mine")
+    scene.world = mine
+
+    collection = importers.import_job(bpy.context, tmp_path, mode="REPLACE")
+    sky = collection.objects["Gen3D Sky"]
+    assert sky.parent == collection.objects["Gen3D World"] and sky[sky_world.SKY_PROPERTY]
+    assert sky[sky_world.RADIUS_PROPERTY] == pytest.approx(50.0, rel=1e-5)
+    assert scene.world == mine  # importing never touches the World
+
+    assert bpy.ops.gen3d.sky_world() == {"FINISHED"}
+    world = scene.world
+    assert world.name.startswith("Gen3D Sky") and world[sky_world.PREVIOUS_WORLD] == "Mine"
+    assert bpy.data.worlds["Mine"].use_fake_user  # the artist's World is kept in the file
+
+    # Cycles sees the panorama where the engine's world says: along the input view, to its right...
+    for obj in collection.objects:
+        obj.hide_render = True  # the World alone
+    to_world = importers.world_from_engine(tmp_path)[:3, :3]
+    scene.render.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples = "CPU", 1
+    scene.render.resolution_x = scene.render.resolution_y = 4
+    scene.render.resolution_percentage, scene.render.film_transparent = 100, False
+    scene.view_settings.view_transform = "Standard"
+    camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    camera.data.lens = 300.0
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    for engine_direction, expected in [((0, 0, 1), (1, 0, 0)), ((1, 0, 0), (0, 1, 0)), ((-1, 0, 0), (0, 0, 1)),
+                                       ((0, 0, -1), (1, 1, 0)), ((0, -1, 0.3), (1, 1, 1))]:  # 73 degrees up
+        direction = mathutils.Vector((to_world @ np.array(engine_direction, float)).tolist())
+        camera.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+        scene.render.filepath = str(tmp_path / "world.png")
+        bpy.ops.render.render(write_still=True)
+        image = bpy.data.images.load(str(tmp_path / "world.png"))
+        centre = np.array(image.pixels[:]).reshape(4, 4, 4)[1:3, 1:3, :3].mean(axis=(0, 1))
+        bpy.data.images.remove(image)
+        np.testing.assert_allclose(centre, expected, atol=0.1, err_msg=str(engine_direction))
+
+    # A camera that cannot see the dome is one of the render settings listed, and set on request.
+    render_settings = addon.gen3d_addon.render_settings
+    sky.hide_render = False
+    camera.data.clip_end = 20.0
+    assert any("cuts the sky dome" in issue for issue in render_settings.splat_issues(scene))
+    render_settings.apply_splat_settings(scene)
+    assert camera.data.clip_end > 50.0 and render_settings.splat_issues(scene) == []

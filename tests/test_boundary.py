@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BLENDER_SIDE = ("gen3d_addon", "operators", "panels")
 ML = {"torch", "torchvision", "diffusers", "transformers", "gsplat", "segment_anything", "moge", "cv2", "scipy", "plyfile"}
 BLENDER = {"bpy", "mathutils", "bmesh", "bpy_extras", "addon_utils"}
-SHARED = {"protocol", "cameras", "trajectory"}
+SHARED = {"protocol", "client", "cameras", "colour", "gaussian_math", "trajectory", "remote"}
 
 
 def imports(path: Path):

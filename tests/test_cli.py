@@ -38,7 +38,7 @@ def test_generate_writes_the_job_and_results(finished_job):
     assert "Traceback" not in result.stderr
 
 
-def test_rerun_resumes_and_a_changed_setting_redoes_only_later_stages(finished_job):
+def test_rerun_resumes_and_a_changed_setting_redoes_the_stages_that_read_it(finished_job):
     job, args, _ = finished_job
     same = run_engine("generate", *args, "--out", str(job), "--device", "cpu", *FAST)
     assert same.returncode == 0
@@ -47,7 +47,7 @@ def test_rerun_resumes_and_a_changed_setting_redoes_only_later_stages(finished_j
     changed = run_engine("generate", *args, "--out", str(job), "--device", "cpu", *FAST[:-2], "--set", "reprojections=0")
     assert changed.returncode == 0
     cached = {e["stage"]: e["cached"] for e in events_of(changed) if e["type"] == "stage_done"}
-    assert cached == {"inputs": True, "depth": True, "segment": True, "inpaint": True, "expand": True, "splat": False, "export": False}
+    assert cached == {"inputs": True, "depth": True, "segment": True, "inpaint": True, "sky": True, "expand": True, "splat": False, "export": False}
 
 
 @pytest.mark.parametrize(
@@ -74,8 +74,15 @@ def test_version_and_status(finished_job):
     job, _, _ = finished_job
     version = events_of(run_engine("version"))
     assert version[0]["protocol"] == protocol.PROTOCOL_VERSION
+    assert version[0]["rasterizer"] == "torch" and version[0]["reason"] == "no CUDA device"  # this CPU machine
     status = events_of(run_engine("status", str(job)))[-1]
     assert status["type"] == "result" and all(status["outputs"].values())
+    assert status["rasterizer"] == "torch"
+
+
+def test_warmup_on_a_cpu_checks_the_torch_rasterizer():
+    result = events_of(run_engine("warmup", "--device", "cpu"))[-1]
+    assert result["type"] == "result" and result["rasterizer"] == "torch" and result["check_alpha_sum"] > 1
 
 
 def test_tiny_profile_runs_every_model_stage_and_imports_into_blender(tmp_path, addon):

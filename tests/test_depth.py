@@ -69,7 +69,8 @@ def test_given_depth_wrong_size_is_a_clear_error():
         backend.estimate(_image(), None)
 
 
-def test_given_depth_without_camera_uses_default_focal():
+def test_given_depth_called_without_a_camera_hint_uses_the_worldscore_focal():
+    # The pipeline always passes the input camera (the client's, or --fov's): tests/test_requests.py.
     backend = depth_mod.create("given", _ctx("", {}), depth=np.ones((H, W), np.float32))
     estimate = backend.estimate(_image(), None)
     assert estimate.K[0, 0] == pytest.approx(W * 500 / 512) and estimate.K[0, 2] == W / 2
@@ -92,23 +93,6 @@ def test_completion_fills_holes_from_the_far_side():
     assert estimate.valid.all()
     np.testing.assert_allclose(estimate.depth[hole], 6.0, rtol=1e-4)
     np.testing.assert_array_equal(estimate.depth[~hole], rendered[~hole])
-
-
-def test_completion_interpolates_a_smooth_far_surface():
-    # A slanted far wall (inverse depth linear in x) with a hole in its middle: harmonic
-    # interpolation of inverse depth reproduces the plane.
-    xs = np.arange(W, dtype=np.float32)
-    truth = np.tile(1.0 / (0.1 + 0.002 * xs), (H, 1)).astype(np.float32)
-    hole = np.zeros((H, W), bool)
-    hole[20:44, 20:44] = True
-    filled, valid = depth_mod.complete_far_side(np.where(hole, 0, truth), hole, smoothing_iterations=400)
-    assert valid.all()
-    np.testing.assert_allclose(filled[hole], truth[hole], rtol=0.02)
-
-
-def test_completion_without_any_rim_stays_invalid():
-    filled, valid = depth_mod.complete_far_side(np.zeros((H, W), np.float32), np.ones((H, W), bool))
-    assert not valid.any() and np.all(filled == 0)
 
 
 # --- MoGe-2 -----------------------------------------------------------------------------------
@@ -134,6 +118,35 @@ def test_tiny_moge_round_trip_through_from_pretrained(cache_dir):
     _check(hinted)
     np.testing.assert_allclose(hinted.K, _camera(70.0).K)
     assert hinted.valid.any()
+
+
+# backend -> (its model, what the cancel names, its blocks in the order they run)
+NETWORK_BLOCKS = {
+    "moge": ("MoGe-2", lambda m: [*m.encoder.backbone.blocks, m.neck, m.points_head]),
+    "depth-anything": ("Depth Anything", lambda m: [*m.backbone.encoder.layer, m.neck, m.head]),
+}
+
+
+@pytest.mark.parametrize("name", NETWORK_BLOCKS)
+def test_cancel_during_the_forward_stops_it_after_the_block_that_ran(cache_dir, name):
+    """The network's inference is one call: a cancel set by its first block stops it before the
+    next block (no later block, no head runs), and the hooks are gone after the call."""
+    from engine.errors import Cancelled
+
+    what, blocks_of = NETWORK_BLOCKS[name]
+    backend = depth_mod.create(name, _ctx(cache_dir, {name: (f"tiny:{name}",)}))
+    blocks = blocks_of(backend.model)
+    ran = [0] * len(blocks)
+    for index, block in enumerate(blocks):
+        block.register_forward_hook(lambda module, inputs, output, index=index: ran.__setitem__(index, ran[index] + 1))
+    with pytest.raises(Cancelled, match=what):
+        backend.estimate(_image(), None, should_stop=lambda: ran[0] > 0)
+    assert ran == [1] + [0] * (len(blocks) - 1)
+    assert not any(module._forward_pre_hooks for module in backend.model.modules())
+
+    ran[:] = [0] * len(blocks)
+    _check(backend.estimate(_image(), None, should_stop=lambda: False))
+    assert all(ran), ran  # not cancelled: every block runs
 
 
 def test_moge_missing_weights_names_ids_and_local_advice(tmp_path):

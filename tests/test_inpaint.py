@@ -1,6 +1,7 @@
-"""Inpainting backends and background depth completion.
+"""Inpainting backends.
 
-OpenCV and ``complete_depth`` are checked for accuracy on analytic images.  The diffusion
+OpenCV is checked for accuracy on analytic images (the background depth completion in
+tests/test_depth_geometry.py).  The diffusion
 backends run tiny models with random weights: their fills mean nothing; the tests prove the
 real layouts, the from_pretrained loading path and the call contract (known pixels kept,
 seeds, progress, cancel, depth conditioning wired in).
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from engine import inpaint
+from engine.depth_geometry import complete_far_side
 from engine.errors import BadInputError, Cancelled, MissingModelError
-from engine.models import resolve_source
+from engine.models import resolve_source, resolve_weights
 from engine.profiles import BackendContext, get_profile
 
 H = W = 64
@@ -92,39 +94,6 @@ def test_opencv_cancel_and_progress(ctx):
     assert calls == [1.0]
 
 
-# ------------------------------------------------------------------------------ depth completion
-
-
-def test_complete_depth_continues_far_wall_not_near_box():
-    depth = np.full((H, W), 4.0, np.float32)  # far wall
-    depth[16:48, 8:24] = 1.0  # near box, left of the hole
-    hole = np.zeros((H, W), bool)
-    hole[16:48, 24:40] = True  # where a removed foreground object stood, touching the box
-    out = inpaint.complete_depth(depth, hole)
-    assert np.array_equal(out[~hole], depth[~hole])
-    np.testing.assert_allclose(out[hole], 4.0, rtol=1e-4)
-
-
-def test_complete_depth_continues_slanted_plane_exactly():
-    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
-    depth = (1.0 / (0.2 + 0.004 * x + 0.002 * y)).astype(np.float32)  # a plane: 1/z affine in pixels
-    hole = _square(H, W, 30, 30, 12)
-    out = inpaint.complete_depth(depth, hole)
-    np.testing.assert_allclose(out[hole], depth[hole], rtol=1e-4)
-
-
-def test_complete_depth_hole_inside_occluder_uses_what_it_has():
-    depth = np.full((H, W), 5.0, np.float32)
-    depth[10:50, 10:50] = 2.0
-    depth[0:4] = 0.0  # invalid rows are not used
-    hole = _square(H, W, 30, 30, 5)  # surrounded only by the occluder
-    out = inpaint.complete_depth(depth, hole)
-    np.testing.assert_allclose(out[hole], 2.0, rtol=1e-4)
-    assert np.all(out[0:4] == 0.0)
-    with pytest.raises(BadInputError):
-        inpaint.complete_depth(np.zeros((8, 8), np.float32), np.eye(8, dtype=bool))
-
-
 def test_control_depth_is_normalised_near_bright():
     depth = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
     control = inpaint.control_depth(depth)
@@ -150,7 +119,8 @@ def test_tiny_sd_inpaint_real_layout(ctx, sd):
     assert (folder / "model_index.json").is_file()
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert (folder / sub).is_dir(), sub
-    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # The published layout: fp16 safetensors are the only safetensors of the inpainting repo.
+    assert (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
     assert sd.pipe.unet.config.in_channels == 9  # the inpainting UNet: latent + mask + masked latent
     assert type(sd.pipe).__name__ == "StableDiffusionInpaintPipeline"
 
@@ -186,7 +156,7 @@ def test_tiny_sd_inpaint_odd_size(sd):
 
 def test_tiny_controlnet_depth_inpaint(ctx):
     folder = resolve_source(ctx, "controlnet-depth")
-    assert (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
+    assert (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.fp16.safetensors").is_file()
     backend = inpaint.create("sd-controlnet-depth", ctx, steps=2)
     assert type(backend.pipe).__name__ == "StableDiffusionControlNetInpaintPipeline"
     image, mask = _scene()
@@ -202,7 +172,7 @@ def test_tiny_controlnet_depth_inpaint(ctx):
     # The depth inside the hole is conditioning too: the caller passes the surface to paint
     # (the pipeline completes it from the far side first), never the removed foreground's.
     assert not np.array_equal(a, backend.inpaint(image, mask, depth=occluded, seed=5))
-    assert np.array_equal(a, backend.inpaint(image, mask, depth=inpaint.complete_depth(occluded, mask), seed=5))
+    assert np.array_equal(a, backend.inpaint(image, mask, depth=complete_far_side(occluded, mask)[0], seed=5))
     with pytest.raises(BadInputError):
         backend.inpaint(image, mask)
     with pytest.raises(Cancelled):
@@ -227,9 +197,9 @@ def test_tiny_inpainters_share_sd_components_and_free_them(ctx, sd):
 
     own = inpaint.load_sd_pipeline(
         StableDiffusionControlNetInpaintPipeline,
-        resolve_source(ctx, "sd-inpaint"),
+        resolve_weights(ctx, "sd-inpaint", inpaint.SD_LAYOUT),
         "cpu",
-        controlnet=ControlNetModel.from_pretrained(str(resolve_source(ctx, "controlnet-depth"))),
+        controlnet=ControlNetModel.from_pretrained(str(resolve_source(ctx, "controlnet-depth")), variant="fp16"),
     )
     assert own.unet is not sd.pipe.unet
     backend.pipe = own
@@ -283,3 +253,87 @@ def test_full_profile_offline_names_ids_and_local_override(ctx):
     backend = inpaint.create("sd-inpaint", local, steps=2)
     image, mask = _scene()
     assert np.array_equal(backend.inpaint(image, mask, seed=0)[~mask], image[~mask])
+
+
+def test_multistep_solver_and_the_text_encoder_runs_once_per_prompt(ctx):
+    backend = inpaint.create("sd-inpaint", ctx, steps=3)
+    assert type(backend.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert backend.scheduler.config.algorithm_type == "dpmsolver++"
+    assert backend.scheduler.config.steps_offset == backend.pipe.scheduler.config.steps_offset  # the model's schedule
+    encodes = []
+    hook = backend.pipe.text_encoder.register_forward_hook(lambda *args: encodes.append(1))
+    try:
+        image, mask = _scene()
+        calls = []
+        a = backend.inpaint(image, mask, prompt="a room", seed=1, progress=calls.append)
+        assert len(calls) == 3  # a multistep solver: one UNet step per requested step (PNDM adds one)
+        b = backend.inpaint(image, mask, prompt="a room", seed=1)
+        assert np.array_equal(a, b) and len(encodes) == 2  # prompt + negative, encoded on the first call only
+        backend.inpaint(image, mask, prompt="a hall", seed=1)
+        assert len(encodes) == 4
+    finally:
+        hook.remove()
+    pndm = inpaint.create("sd-inpaint", ctx, steps=3, solver="pndm")
+    assert type(pndm.scheduler).__name__ == "PNDMScheduler" and pndm.scheduler.config.skip_prk_steps
+    assert not np.array_equal(a[mask], pndm.inpaint(image, mask, prompt="a room", seed=1)[mask])
+    with pytest.raises(ValueError):
+        inpaint.create("sd-inpaint", ctx, steps=3, solver="euler")
+
+
+def _scheduler_runs(scheduler, steps: int) -> bool:
+    """Whether the scheduler's own loop over ``steps`` steps ends in finite latents."""
+    import torch
+
+    try:
+        scheduler.set_timesteps(steps)
+        latents = torch.zeros(1, 4, 4, 4)
+        for timestep in scheduler.timesteps:
+            latents = scheduler.step(torch.full_like(latents, 0.1), timestep, latents).prev_sample
+    except (IndexError, AssertionError):  # diffusers' own failures one step past the schedule
+        return False
+    return bool(torch.isfinite(latents).all())
+
+
+@pytest.mark.parametrize("solver", inpaint.SOLVERS)
+def test_the_step_limit_is_the_most_each_solver_takes_on_the_sd_schedule(sd, solver):
+    """MAX_DIFFUSION_STEPS against the installed diffusers: each solver's scheduler, on the SD 1.5
+    schedule the tiny model saves, runs at the limit and fails one step past it."""
+    from engine.settings import MAX_DIFFUSION_STEPS
+
+    most = MAX_DIFFUSION_STEPS[solver]
+    assert _scheduler_runs(inpaint.solver_scheduler(sd.pipe.scheduler, solver), most)
+    assert not _scheduler_runs(inpaint.solver_scheduler(sd.pipe.scheduler, solver), most + 1)
+
+
+# Past CLIP's 75 prompt tokens (over 100 with the tiny tokenizer: two windows or more).
+LONG_PROMPT = " ".join(["a quiet harbour with fishing boats, stone houses and gulls"] * 3)
+
+
+def test_a_short_prompt_gives_diffusers_own_embeddings(sd):
+    import torch
+
+    expected = sd.pipe.encode_prompt("a room", sd.pipe.device, 1, True, "blurry")
+    got = inpaint.prompt_embeddings(sd.pipe, "a room", "blurry", True)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert inpaint.prompt_embeddings(sd.pipe, "a room", "", False)[1] is None  # no guidance: no negative
+
+
+def test_a_prompt_past_77_tokens_is_encoded_whole_in_windows_of_75(sd):
+    tokenizer = sd.pipe.tokenizer
+    tokens = len(tokenizer(LONG_PROMPT + " red", add_special_tokens=False, verbose=False).input_ids)
+    windows = -(-tokens // 75)
+    assert windows >= 2
+    red, negative = inpaint.prompt_embeddings(sd.pipe, LONG_PROMPT + " red", "blurry", True)
+    assert red.shape[1] == 77 * windows and negative.shape == red.shape  # the negative padded to the same length
+    truncated = sd.pipe.encode_prompt(LONG_PROMPT + " red", sd.pipe.device, 1, False)[0]  # diffusers: the first 75 only
+    assert red[:, :77].equal(truncated)  # each window is CLIP's own 77-token encoding
+
+
+def test_the_end_of_a_long_prompt_changes_the_inpainting_and_no_truncation_warning(sd, caplog):
+    """Before: diffusers cut the prompt at 77 tokens (a warning each run), so its end did nothing."""
+    image, mask = _scene()
+    with caplog.at_level("WARNING"):
+        red = sd.inpaint(image, mask, prompt=LONG_PROMPT + " red", seed=1)
+        blue = sd.inpaint(image, mask, prompt=LONG_PROMPT + " blue", seed=1)
+    assert not np.array_equal(red[mask], blue[mask])
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.job import JobFolder, atomic_path, read_npz, settings_key, write_json, write_npz
-from engine.settings import Settings, STAGE_FIELDS
+from engine.settings import Settings
 from engine.errors import BadInputError
 
 
@@ -49,20 +49,6 @@ def test_stage_records_and_resume(tmp_path):
     assert job.done_record("depth") is None  # restarting drops the old record first
 
 
-def test_keys_chain_so_a_change_invalidates_later_stages():
-    settings = Settings()
-    changed = Settings(iterations=10)
-    keys_a, keys_b, previous_a, previous_b = [], [], "", ""
-    for stage, names in STAGE_FIELDS.items():
-        previous_a = settings_key(settings.subset(names), previous_a)
-        previous_b = settings_key(changed.subset(names), previous_b)
-        keys_a.append(previous_a)
-        keys_b.append(previous_b)
-    first_changed = [a != b for a, b in zip(keys_a, keys_b)].index(True)
-    assert list(STAGE_FIELDS)[first_changed] == "splat"
-    assert all(a != b for a, b in zip(keys_a[first_changed:], keys_b[first_changed:]))
-
-
 def test_job_paths_stay_inside(tmp_path):
     from engine.protocol import ProtocolError
 
@@ -91,3 +77,30 @@ def test_job_paths_stay_inside(tmp_path):
 def test_absurd_settings_are_refused(settings, problem):
     with pytest.raises(BadInputError, match=problem):
         Settings.from_dict(settings)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_files_get_the_users_umask(tmp_path, umask, mode):
+    """Outputs are readable as the user's umask allows (tempfile.mkstemp alone made them 0600)."""
+    import os
+
+    before = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_npz(tmp_path / "b.npz", x=np.zeros(2))
+    finally:
+        os.umask(before)
+    for name in ("a.json", "b.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_content_digest_follows_what_a_file_holds(tmp_path):
+    from engine.job import content_digest
+
+    write_npz(tmp_path / "a.npz", depth=np.ones((2, 2), np.float32))
+    first = content_digest(tmp_path / "a.npz")
+    write_npz(tmp_path / "a.npz", depth=np.ones((2, 2), np.float32))  # rewritten: new zip timestamps
+    assert content_digest(tmp_path / "a.npz") == first
+    write_npz(tmp_path / "a.npz", depth=3 * np.ones((2, 2), np.float32))
+    assert content_digest(tmp_path / "a.npz") != first
+    assert content_digest(tmp_path / "missing.png") is None

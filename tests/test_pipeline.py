@@ -46,3 +46,35 @@ def test_a_profile_without_a_backend_says_so(tmp_path):
 
     with pytest.raises(BadInputError, match="no text to image backend"):
         make_run(tmp_path, "offline").backend("text_to_image")
+
+
+def test_a_cancel_during_a_model_load_stops_at_once_and_the_late_model_is_released(tmp_path, monkeypatch):
+    """A load is one long call (an import, the weights): Run.backend waits for it on a worker
+    thread and a cancel takes effect while it still runs; the model it ends with is released."""
+    import threading
+
+    from engine import inpaint
+    from engine.errors import Cancelled
+
+    entered, go, returned, released = (threading.Event() for _ in range(4))
+
+    class Model:
+        def release(self):
+            released.set()
+
+    def slow_create(name, ctx, **options):
+        entered.set()
+        go.wait(10)  # before the fix the load held the stage this long
+        returned.set()
+        return Model()
+
+    monkeypatch.setattr(inpaint, "create", slow_create)
+    run = make_run(tmp_path, "offline")
+    run.stage = "inpaint"
+    run.should_stop = entered.is_set  # the cancel arrives once the load has begun
+    with pytest.raises(Cancelled, match="inpaint"):
+        run.backend("background_inpaint")
+    assert not returned.is_set()  # stopped while the load still ran
+    assert run.pool.backends == {}
+    go.set()
+    assert released.wait(5)  # the late model is freed, not kept

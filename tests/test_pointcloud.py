@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from engine.cameras import Camera, intrinsics_from_fov, look_at, pixel_rays, project
-from engine.pointcloud import PointCloud, deduplicate, depth_edges, merge, render_points, unproject
+from engine.depth_geometry import depth_edges
+from engine.pointcloud import PointCloud, render_points, unproject
 
 WIDTH, HEIGHT = 96, 72
 
@@ -176,19 +177,6 @@ def test_cuda_matches_cpu():
     target = camera_at(look_at([0.3, 0.1, 0.0], [0.0, 0.0, 3.0]))
     cpu, gpu = render_points(points, target), render_points(points, target, device="cuda")
     assert np.array_equal(cpu.hole_mask, gpu.hole_mask) and np.array_equal(cpu.index, gpu.index)
-
-
-def test_deduplicate_keeps_only_newly_seen_points():
-    camera = camera_at()
-    depth, hits = raycast(camera, [WALL, CARD])
-    existing = unproject(camera, texture(hits), depth)
-    # The same surfaces seen again (duplicates) plus a new object at 1 m.
-    again = unproject(camera, texture(hits), depth * 1.01)
-    new_object = PointCloud([[0.0, 0.0, 1.0], [0.1, 0.0, 1.0]], [[1, 0, 0]] * 2, [0.01] * 2)
-    kept = deduplicate(existing, PointCloud.concat([again, new_object]), camera)
-    assert len(kept) == 2 and np.allclose(kept.xyz, new_object.xyz)
-    merged = merge(existing, PointCloud.concat([again, new_object]), camera)
-    assert len(merged) == len(existing) + 2
 
 
 def test_one_pixel_cracks_within_a_surface_are_filled_but_not_across_depth_edges():

@@ -8,24 +8,19 @@ import sys
 
 import pytest
 
-from conftest import ADDON_MODULE, EXAMPLE
+from conftest import generate_module, use_example_inputs
 
 
 @pytest.fixture
 def camera_scene(clean_scene, tmp_path):
     import bpy
 
-    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
-    prefs.jobs_folder, prefs.profile, prefs.device = str(tmp_path / "jobs"), "offline", "cpu"
-    prefs.engine_python = sys.executable
-    settings = clean_scene.gen3d
-    settings.image_path, settings.depth_path = str(EXAMPLE / "image.png"), str(EXAMPLE / "depth.png")
-    settings.resolution, settings.steps, settings.splat_iterations = 64, 0, 5
+    use_example_inputs(clean_scene, tmp_path / "jobs", resolution=64, steps=0, splat_iterations=5).engine_python = sys.executable
     clean_scene.render.resolution_x, clean_scene.render.resolution_y = 320, 240  # the image's aspect
     camera = bpy.data.objects.new("Shot", bpy.data.cameras.new("Shot"))
     clean_scene.collection.objects.link(camera)
     clean_scene.camera = camera
-    settings.use_scene_camera = True
+    clean_scene.gen3d.use_scene_camera = True
     return clean_scene
 
 
@@ -38,7 +33,7 @@ def _refused(scene, *words):
         bpy.ops.gen3d.generate()
     for word in words:
         assert word in str(caught.value), str(caught.value)
-    assert not scene.gen3d.running and bpy.ops.gen3d.generate.poll()
+    assert generate_module().active_run() is None and bpy.ops.gen3d.generate.poll()
     return str(caught.value)
 
 
@@ -70,6 +65,6 @@ def test_blender_keeps_working_after_the_refusals(camera_scene):
     camera.data.type = "PERSP"
     _refused(camera_scene, "no keyframes")
     camera_scene.gen3d.trajectory_source = "PRESET"
-    assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}, camera_scene.gen3d.message
+    assert bpy.ops.gen3d.generate(timeout=300) == {"FINISHED"}, generate_module().last_run().message
     assert os.path.isfile(os.path.join(camera_scene.gen3d.job_dir, "gaussians.ply"))
     assert any(c.get("gen3d_job") == camera_scene.gen3d.job_dir for c in bpy.data.collections)

@@ -86,3 +86,24 @@ def test_worldscore_preset_cameras(tmp_path):
         np.testing.assert_allclose(camera.K, [[500, 0, 256], [0, 500, 256], [0, 0, 1]])
     np.testing.assert_allclose(path[0].world_to_camera, np.eye(4), atol=1e-9)  # starts at the input view
     assert np.linalg.norm(path[-1].center) > 0.1
+
+
+def test_video_without_imageio_ffmpeg_goes_through_opencv(tmp_path, monkeypatch):
+    """The GPU machine has no imageio-ffmpeg: the MP4 then comes from OpenCV, frame for frame."""
+    import sys
+
+    import cv2
+
+    from engine.render_path import _video_writer
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails as if not installed
+    with _video_writer(tmp_path / "v.mp4", 10, 32, 24) as append:
+        for k in range(6):
+            append(np.full((24, 32, 3), (40 * k, 0, 200), np.uint8))
+    capture = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    assert len(frames) == 6 and frames[0].shape == (24, 32, 3)
+    blue, red = int(frames[0][12, 16, 0]), int(frames[0][12, 16, 2])  # read back as BGR
+    assert abs(blue - 200) < 12 and red < 12  # the written RGB (0, 0, 200) stays blue

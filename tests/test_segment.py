@@ -161,6 +161,27 @@ def test_tiny_sam_runs_generator_and_prompts_end_to_end(tiny_sam):
     assert layers.info["prompted"] == prompted and layers.info["kept"] == len(layers.masks)
 
 
+def test_cancel_during_the_sam_image_encoder_stops_it_after_the_block_that_ran(tiny_sam):
+    """The image encoder is one call: a cancel set by its first block stops SAM before the second
+    block and before any mask decoding; the hooks are gone after."""
+    from engine.errors import Cancelled
+
+    backend, _ = tiny_sam
+    modules = [*backend.model.image_encoder.blocks, backend.model.mask_decoder]
+    ran = [0] * len(modules)
+    handles = [module.register_forward_hook(lambda m, i, o, index=index: ran.__setitem__(index, ran[index] + 1))
+               for index, module in enumerate(modules)]
+    try:
+        image = np.random.default_rng(1).random((H, W, 3), dtype=np.float32)
+        with pytest.raises(Cancelled, match="SAM"):
+            backend.candidate_masks(image, _scene(), should_stop=lambda: ran[0] > 0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == [1] + [0] * (len(modules) - 1)
+    assert not any(module._forward_pre_hooks for module in backend.model.modules())
+
+
 def test_tiny_sam_keeps_fp32_weights_on_the_cpu(tiny_sam):
     import torch
 

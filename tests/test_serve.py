@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import EXAMPLE, ROOT
 from engine import protocol
 
@@ -63,3 +65,64 @@ def test_serve_keeps_models_loaded_survives_bad_requests_and_cancels(tmp_path):
     log = process.stderr.read()
     assert log.count("loaded geometry backend 'moge'") == 1
     assert log.count("loaded layers backend 'sam'") == 1
+
+
+OFFLINE = [str(EXAMPLE / "image.png"), "--depth", str(EXAMPLE / "depth.png"), "--profile", "offline",
+           "--resolution", "48", "--steps", "0", "--set", "reprojections=0"]
+
+
+def start_serve():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "serve", "--device", "cpu"], cwd=ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    assert events_until(process, "hello")[-1]["serve"] is True
+    return process
+
+
+def until_stage(process, stage):
+    while events_until(process, "stage_start")[-1]["stage"] != stage:
+        pass
+
+
+ENDS = ("result", "error", "cancelled")
+
+
+def test_a_cancel_reaches_exactly_the_requests_received_before_it(tmp_path):
+    process = start_serve()
+    try:
+        request(process, type="generate", args=[*OFFLINE, "--out", str(tmp_path / "a"), "--iterations", "100000"])
+        until_stage(process, "splat")
+        # A second request and a cancel in one write: the cancel stops the running request and
+        # the one queued behind it (before, the second request's start cleared the cancel).
+        process.stdin.write(json.dumps({"type": "generate", "args": [*OFFLINE, "--out", str(tmp_path / "b")]}) + "\n"
+                            + json.dumps({"type": "cancel"}) + "\n")
+        process.stdin.flush()
+        assert events_until(process, *ENDS)[-1]["type"] == "cancelled"
+        assert events_until(process, *ENDS)[-1]["type"] == "cancelled"
+        # A cancel sent when nothing runs does not reach a request sent after it.
+        request(process, type="cancel")
+        request(process, type="generate", args=[*OFFLINE, "--out", str(tmp_path / "c"), "--iterations", "3"])
+        assert events_until(process, *ENDS)[-1]["type"] == "result"
+        request(process, type="shutdown")
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+
+
+@pytest.mark.parametrize("ending", ["shutdown", "end of input"])
+def test_shutdown_or_end_of_input_lets_the_running_request_finish(tmp_path, ending):
+    process = start_serve()
+    try:
+        request(process, type="generate", args=[*OFFLINE, "--out", str(tmp_path / "job"), "--iterations", "150"])
+        until_stage(process, "splat")
+        if ending == "shutdown":
+            request(process, type="shutdown")
+        else:
+            process.stdin.close()
+        rest = [protocol.parse_event(line) for line in process.stdout]
+        assert rest[-1]["type"] == "result", rest[-3:]
+        assert not [e for e in rest if e["type"] == "stage_done" and e["stage"] == "splat" and e["cached"]]
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()

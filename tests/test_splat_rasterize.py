@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.splat.rasterize import ALPHA_THRESHOLD, SH_C0, T_STOP, eval_sh, project, rasterize
+from engine.gaussian_math import SH_C0
+from engine.splat.rasterize import ALPHA_THRESHOLD, T_STOP, eval_sh, project, rasterize
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -320,3 +321,50 @@ def test_large_band_sorts_with_wide_keys_and_matches_row_bands(monkeypatch):
     assert torch.allclose(rgb, rgb_b, atol=1e-6) and torch.allclose(alpha, alpha_b, atol=1e-6)
     for g, t in zip(grads, scene):
         assert torch.allclose(g, t.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_batched_cameras_render_and_differentiate_as_one_camera_at_a_time():
+    scene = [t.clone().requires_grad_(True) for t in random_scene(80, seed=11)]
+    viewmats = torch.eye(4).repeat(3, 1, 1)
+    viewmats[1, :3, 3] = torch.tensor([0.2, 0.0, 0.1])
+    viewmats[2, :3, :3] = torch.tensor([[0.96, 0.0, 0.28], [0.0, 1.0, 0.0], [-0.28, 0.0, 0.96]])
+    Ks = torch.stack([K_of(30.0, 16.0, 12.0), K_of(34.0, 15.0, 13.0), K_of(28.0, 17.0, 11.0)])
+    weights = torch.rand(3, 24, 32, 3, generator=torch.Generator().manual_seed(12))
+    rgb, alpha, info = rasterize(*scene, viewmats, Ks, 32, 24, background=torch.tensor([0.1, 0.2, 0.3]), with_depth=True)
+    assert rgb.shape == (3, 24, 32, 3) and alpha.shape == (3, 24, 32) and info["expected_depth"].shape == (3, 24, 32)
+    assert info["n_cameras"] == 3 and info["means2d"].shape == (3, 80, 2) and info["radii"].shape == (3, 80, 2)
+    info["means2d"].retain_grad()
+    (rgb * weights).sum().backward()
+    batched_grads = [t.grad.clone() for t in scene]
+    for t in scene:
+        t.grad = None
+    for c in range(3):
+        one, one_alpha, one_info = rasterize(*scene, viewmats[c], Ks[c], 32, 24, background=torch.tensor([0.1, 0.2, 0.3]),
+                                             with_depth=True)
+        assert torch.allclose(one, rgb[c].detach(), atol=1e-6) and torch.allclose(one_alpha, alpha[c].detach(), atol=1e-6)
+        assert torch.equal(one_info["radii"][0], info["radii"][c])
+        one_info["means2d"].retain_grad()
+        (one * weights[c]).sum().backward()
+        assert torch.allclose(one_info["means2d"].grad[0], info["means2d"].grad[c], atol=1e-5)
+    for batched, summed in zip(batched_grads, (t.grad for t in scene)):
+        assert torch.allclose(batched, summed, rtol=1e-4, atol=1e-5)
+
+
+def test_without_gsplat_kernels_cuda_falls_back_to_torch_once(monkeypatch, caplog):
+    """A machine with a GPU but no CUDA toolkit: gsplat's kernels fail to import; training must go on."""
+    import sys
+
+    module = sys.modules["engine.splat.rasterize"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "gsplat.cuda._backend", None)  # importing it raises ImportError
+    monkeypatch.setattr(module, "_gsplat_problem", [])
+    monkeypatch.setattr(module, "_warned", [])
+    with caplog.at_level("WARNING", logger="engine"):
+        assert module.resolve_backend("auto", "cuda") == "torch"
+        assert module.resolve_backend("auto", "cuda:0") == "torch"
+    warnings = [r for r in caplog.records if "PyTorch rasterizer" in r.getMessage()]
+    assert len(warnings) == 1 and "could not be built or loaded" in warnings[0].getMessage()
+    assert not module.gsplat_available()
+    report = module.rasterizer_report()
+    assert report["rasterizer"] == "torch" and "could not be built" in report["reason"]
+    assert module.resolve_backend("auto", "cpu") == "torch"

@@ -53,3 +53,11 @@ def test_cancel_and_bad_input(t2i):
         t2i.generate("   ")
     with pytest.raises(ValueError):
         text2image.create("dall-e", None)
+
+
+def test_the_end_of_a_prompt_past_77_tokens_changes_the_image(t2i):
+    """The prompt is encoded whole (engine.inpaint.prompt_embeddings), not cut at CLIP's 77 tokens."""
+    long = " ".join(["a castle on a hill above a misty valley at dawn"] * 3)
+    red = t2i.generate(long + " red", width=64, height=64, seed=3)
+    blue = t2i.generate(long + " blue", width=64, height=64, seed=3)
+    assert not np.array_equal(red, blue)

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import colour
 from ..cameras import Camera
-from .rasterize import SH_C0, rasterize
+from ..gaussian_math import SH_C0
+from .rasterize import rasterize
 
 
 def rgb_to_sh0(rgb: Tensor) -> Tensor:
@@ -24,7 +26,7 @@ def sh_coeff_count(degree: int) -> int:
 
 @dataclass
 class SplatRender:
-    image: np.ndarray  # [H, W, 3] float32, clipped to [0, 1]
+    image: np.ndarray  # [H, W, 3] float32 display (sRGB-encoded) colours, clipped to [0, 1]
     alpha: np.ndarray  # [H, W] float32 accumulated opacity
     depth: np.ndarray  # [H, W] float32 expected camera z-depth; 0 where alpha < depth_min_alpha
 
@@ -69,7 +71,8 @@ class Gaussians:
         backend: str = "auto",
         depth_min_alpha: float = 0.5,
     ) -> SplatRender:
-        """Render colour, alpha and expected depth at ``camera`` (numpy results)."""
+        """Render colour (sRGB-encoded, what the loss saw), alpha and expected depth at ``camera``
+        (numpy results); ``background`` is a display colour."""
         g = self.to(device) if device is not None else self
         dev = g.device
         dtype = g.means.dtype
@@ -80,12 +83,12 @@ class Gaussians:
             camera.width, camera.height,
             sh_degree=self.sh_degree if sh_degree is None else sh_degree,
             backend=backend,
-            background=None if background is None else torch.tensor(background, dtype=dtype, device=dev),
+            background=None if background is None else colour.srgb_to_linear(torch.tensor(background, dtype=dtype, device=dev)),
             with_depth=True,
         )
         depth = torch.where(alpha >= depth_min_alpha, info["expected_depth"], torch.zeros_like(alpha))
         return SplatRender(
-            image=rgb.clamp(0, 1).float().cpu().numpy(),
+            image=colour.linear_to_srgb(rgb).clamp(0, 1).float().cpu().numpy(),
             alpha=alpha.float().cpu().numpy(),
             depth=depth.float().cpu().numpy(),
         )

@@ -1,7 +1,7 @@
 """3D Gaussian rasterization: gsplat on CUDA, our pure-PyTorch rasterizer anywhere else.
 
 The torch backend reproduces ``gsplat.rasterization`` (1.5.3, ``packed=False``, pinhole,
-``rasterize_mode="classic"``) for one camera:
+``rasterize_mode="classic"``) for one camera or a batch of cameras of one size:
 
 * projection: EWA splatting with the Jacobian's x/z, y/z clamped to 1.3x the field of view,
   ``eps2d = 0.3`` added to the 2D covariance, culling at ``near_plane`` / ``far_plane``;
@@ -22,12 +22,17 @@ half the forward): memory grows with the pairs, not with pixels x Gaussians.
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .. import gaussian_math
 
 ALPHA_THRESHOLD = 1.0 / 255.0  # gsplat's ALPHA_THRESHOLD: fainter samples are skipped
 ALPHA_MAX = 0.999  # alpha clamp, keeps 1 - alpha > 0
@@ -38,23 +43,65 @@ PAIR_BUDGET = 1 << 23  # candidate (pixel, Gaussian) pairs handled at once by th
 BACKENDS = ("auto", "gsplat", "torch")
 
 
-def gsplat_available() -> bool:
-    """gsplat importable and a CUDA device present (gsplat has no CPU rasterizer)."""
+_gsplat_problem: list[str] = []  # why gsplat's CUDA cannot be used, found once per process
+_warned: list[bool] = []
+
+
+def gsplat_problem() -> str:
+    """Why gsplat cannot rasterize here ("" when it can).  Loads (and, the first time, builds)
+    gsplat's CUDA extension: that build takes a minute or more, which ``engine warmup`` pays at set-up."""
     if not torch.cuda.is_available():
-        return False
-    try:
-        import gsplat  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        return "no CUDA device"
+    if not _gsplat_problem:
+        try:
+            from gsplat.cuda._backend import _C  # imports, or JIT-builds, the compiled kernels
+        except Exception as exc:  # noqa: BLE001 - a broken build or a missing package: same fallback
+            _gsplat_problem.append(f"gsplat's CUDA extension could not be built or loaded ({type(exc).__name__}: {exc})")
+        else:
+            _gsplat_problem.append("" if _C is not None else "gsplat found no CUDA toolkit (nvcc) to build its kernels")
+    return _gsplat_problem[0]
+
+
+def gsplat_available() -> bool:
+    """gsplat's CUDA kernels usable on this machine (gsplat has no CPU rasterizer)."""
+    return not gsplat_problem()
 
 
 def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """``auto``: gsplat on CUDA when its kernels load, else our PyTorch rasterizer (on the same
+    device: slower, ~7x at 100k Gaussians, but it trains), said once in the log."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown rasterizer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return "gsplat" if torch.device(device).type == "cuda" and gsplat_available() else "torch"
-    return backend
+    if backend != "auto":
+        return backend
+    if torch.device(device).type != "cuda":
+        return "torch"
+    problem = gsplat_problem()
+    if problem and not _warned:
+        _warned.append(True)
+        logging.getLogger("engine").warning("3DGS uses the PyTorch rasterizer on the GPU (slower): %s", problem)
+    return "torch" if problem else "gsplat"
+
+
+def rasterizer_report() -> dict[str, str]:
+    """Which rasterizer training will use, without building anything: for ``engine version``/``status``."""
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        return {"rasterizer": "torch", "reason": "no CUDA device"}
+    if importlib.util.find_spec("gsplat") is None:
+        return {"rasterizer": "torch", "reason": "gsplat is not installed"}
+    if _gsplat_problem:
+        return {"rasterizer": "torch" if _gsplat_problem[0] else "gsplat", "reason": _gsplat_problem[0] or "loaded"}
+    from torch.utils.cpp_extension import _find_cuda_home, _get_build_directory
+
+    if importlib.util.find_spec("gsplat.csrc") is not None:
+        return {"rasterizer": "gsplat", "reason": "prebuilt kernels"}
+    if (Path(_get_build_directory("gsplat_cuda", verbose=False)) / "gsplat_cuda.so").is_file():
+        return {"rasterizer": "gsplat", "reason": "kernels built"}
+    if _find_cuda_home() or shutil.which("nvcc"):
+        return {"rasterizer": "gsplat", "reason": "kernels not built yet: run `python -m engine warmup` (a minute or more)"}
+    return {"rasterizer": "torch", "reason": "no CUDA toolkit (nvcc) to build gsplat's kernels"}
 
 
 def rasterize(
@@ -63,8 +110,8 @@ def rasterize(
     scales: Tensor,  # [N, 3] activated (standard deviations, world units)
     opacities: Tensor,  # [N] activated, in [0, 1]
     colors: Tensor,  # [N, K, 3] SH coefficients (with sh_degree) or [N, D] values
-    viewmat: Tensor,  # [4, 4] world-to-camera, OpenCV axes
-    K: Tensor,  # [3, 3] continuous pixel coordinates (pixel centres at +0.5)
+    viewmat: Tensor,  # [4, 4] world-to-camera, OpenCV axes; or [C, 4, 4] for C cameras at once
+    K: Tensor,  # [3, 3] continuous pixel coordinates (pixel centres at +0.5); or [C, 3, 3]
     width: int,
     height: int,
     sh_degree: int | None = None,
@@ -78,11 +125,13 @@ def rasterize(
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Render one camera. Returns ``(rgb [H, W, D], alpha [H, W], info)``.
 
+    With ``viewmat [C, 4, 4]`` and ``K [C, 3, 3]``, C cameras of one size render in one call (gsplat's
+    batched rasterization): ``rgb [C, H, W, D]``, ``alpha [C, H, W]``, ``expected_depth [C, H, W]``.
     ``info`` has gsplat's ``packed=False`` meta keys that its strategies read: ``means2d``
-    ``[1, N, 2]`` (call ``retain_grad()`` on it before backward), ``radii`` ``[1, N, 2]`` int32,
-    ``depths`` ``[1, N]``, ``conics`` ``[1, N, 3]``, ``opacities`` ``[1, N]``,
-    ``gaussian_ids=None``, ``width``, ``height``, ``n_cameras=1``; plus ``backend`` and, with
-    ``with_depth``, ``expected_depth`` ``[H, W]`` (alpha-normalised camera z-depth).
+    ``[C, N, 2]`` (call ``retain_grad()`` on it before backward), ``radii`` ``[C, N, 2]`` int32,
+    ``depths`` ``[C, N]``, ``conics`` ``[C, N, 3]``, ``opacities`` ``[C, N]``,
+    ``gaussian_ids=None``, ``width``, ``height``, ``n_cameras=C`` (C = 1 for one camera); plus
+    ``backend`` and, with ``with_depth``, ``expected_depth`` ``[H, W]`` (alpha-normalised camera z-depth).
     """
     width, height = int(width), int(height)
     if sh_degree is not None:
@@ -90,29 +139,34 @@ def rasterize(
             raise ValueError(f"colors {tuple(colors.shape)} cannot hold SH degree {sh_degree}")
     elif colors.dim() != 2:
         raise ValueError(f"colors must be [N, D] when sh_degree is None, got {tuple(colors.shape)}")
+    single = viewmat.dim() == 2
+    viewmats, Ks = (viewmat[None], K[None]) if single else (viewmat, K)
+    if viewmats.dim() != 3 or viewmats.shape[1:] != (4, 4) or Ks.shape != (len(viewmats), 3, 3):
+        raise ValueError(f"viewmat {tuple(viewmat.shape)} and K {tuple(K.shape)} must be [4, 4] and [3, 3] or [C, 4, 4] and [C, 3, 3]")
     kind = resolve_backend(backend, means.device)
-    if kind == "gsplat":
-        return _rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree,
-            background, with_depth, near_plane, far_plane, eps2d,
-        )
-    return _rasterize_torch(
-        means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree,
+    render = _rasterize_gsplat if kind == "gsplat" else _rasterize_torch
+    rgb, alpha, info = render(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
         background, with_depth, near_plane, far_plane, eps2d,
     )
+    if single:  # one camera: images without the camera axis, info keeps gsplat's [1, N, ...]
+        rgb, alpha = rgb[0], alpha[0]
+        if with_depth:
+            info["expected_depth"] = info["expected_depth"][0]
+    return rgb, alpha, info
 
 
-def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree,
+def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                       background, with_depth, near_plane, far_plane, eps2d):
     from gsplat import rasterization
 
     renders, alphas, info = rasterization(
-        means, quats, scales, opacities, colors, viewmat[None], K[None], width, height,
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
-        packed=False, backgrounds=None if background is None else background[None],
+        packed=False, backgrounds=None if background is None else background.expand(len(viewmats), -1),
         render_mode="RGB+ED" if with_depth else "RGB",
     )
-    renders, alpha = renders[0], alphas[0, ..., 0]  # [H, W, D(+1)], [H, W]
+    alpha = alphas[..., 0]  # [C, H, W]
     info["backend"] = "gsplat"
     if with_depth:
         info["expected_depth"] = renders[..., -1]
@@ -124,30 +178,9 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmat, K, width
 # Pure-PyTorch backend
 # --------------------------------------------------------------------------------------------
 
-SH_C0 = 0.28209479177387814
-SH_C1 = 0.4886025119029199
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-         -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
-
-
 def sh_basis(degree: int, dirs: Tensor) -> Tensor:
     """Real SH basis (the 3DGS reference's sign and order conventions) at unit dirs [..., 3] -> [..., (d+1)^2]."""
-    if not 0 <= degree <= 3:
-        raise ValueError(f"SH degree {degree} is outside 0..3")
-    x, y, z = dirs.unbind(-1)
-    out = [torch.full_like(x, SH_C0)]
-    if degree >= 1:
-        out += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
-    if degree >= 2:
-        xx, yy, zz = x * x, y * y, z * z
-        out += [SH_C2[0] * x * y, SH_C2[1] * y * z, SH_C2[2] * (2 * zz - xx - yy), SH_C2[3] * x * z,
-                SH_C2[4] * (xx - yy)]
-    if degree >= 3:
-        out += [SH_C3[0] * y * (3 * xx - yy), SH_C3[1] * x * y * z, SH_C3[2] * y * (4 * zz - xx - yy),
-                SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy), SH_C3[4] * x * (4 * zz - xx - yy),
-                SH_C3[5] * z * (xx - yy), SH_C3[6] * x * (xx - 3 * yy)]
-    return torch.stack(out, dim=-1)
+    return torch.stack(gaussian_math.sh_terms(degree, *dirs.unbind(-1)), dim=-1)
 
 
 def eval_sh(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:
@@ -158,12 +191,8 @@ def eval_sh(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
     """wxyz quaternions [N, 4] (normalised here) -> rotation matrices [N, 3, 3]."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(quats.shape[:-1] + (3, 3))
+    terms = gaussian_math.rotation_terms(*F.normalize(quats, dim=-1).unbind(-1))
+    return torch.stack(terms, dim=-1).reshape(quats.shape[:-1] + (3, 3))
 
 
 def project(means, quats, scales, opacities, viewmat, K, width, height, near_plane=0.01, far_plane=1e10,
@@ -345,22 +374,46 @@ class _Composite(torch.autograd.Function):
         return dtable, dfeats, None, None, None
 
 
-def _rasterize_torch(means, quats, scales, opacities, colors, viewmat, K, width, height, sh_degree,
+def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                      background, with_depth, near_plane, far_plane, eps2d):
+    """Each camera in turn; the cameras' 2D means are one [C, N, 2] tensor (gsplat's layout),
+    upstream of every camera's compositing, so its ``.grad`` collects what the strategies read."""
     dtype, device = means.dtype, means.device
-    viewmat, K = viewmat.to(device, dtype), K.to(device, dtype)
-    means2d, conics, depths, radii = project(means, quats, scales, opacities, viewmat, K, width, height,
-                                             near_plane, far_plane, eps2d)
-    means2d_out = means2d[None]  # [1, N, 2]: the tensor whose .grad the strategies read
-    means2d = means2d_out[0]
-    if sh_degree is None:
-        feats = colors
-    else:
-        campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
-        feats = torch.clamp_min(eval_sh(sh_degree, colors, means - campos) + 0.5, 0.0)
+    viewmats, Ks = viewmats.to(device, dtype), Ks.to(device, dtype)
+    projected = [project(means, quats, scales, opacities, v, k, width, height, near_plane, far_plane, eps2d)
+                 for v, k in zip(viewmats, Ks)]
+    means2d_out = torch.stack([p[0] for p in projected])  # [C, N, 2]
+    images, alphas = [], []
+    for c, (_, conics, depths, radii) in enumerate(projected):
+        if sh_degree is None:
+            feats = colors
+        else:
+            campos = -viewmats[c, :3, :3].T @ viewmats[c, :3, 3]
+            feats = torch.clamp_min(eval_sh(sh_degree, colors, means - campos) + 0.5, 0.0)
+        if with_depth:
+            feats = torch.cat([feats, depths[:, None]], dim=-1)
+        image, alpha = _composite_camera(means2d_out[c], conics, depths, radii, opacities, feats, width, height)
+        images.append(image)
+        alphas.append(alpha)
+    image, alpha = torch.stack(images), torch.stack(alphas)  # [C, H, W, D], [C, H, W]
+    info: dict[str, Any] = {
+        "batch_ids": None, "camera_ids": None, "gaussian_ids": None,
+        "radii": torch.stack([p[3] for p in projected]), "means2d": means2d_out,
+        "depths": torch.stack([p[2] for p in projected]), "conics": torch.stack([p[1] for p in projected]),
+        "opacities": opacities[None].expand(len(projected), -1), "width": width, "height": height,
+        "n_cameras": len(projected), "n_batches": 1, "backend": "torch",
+    }
     if with_depth:
-        feats = torch.cat([feats, depths[:, None]], dim=-1)
+        info["expected_depth"] = image[..., -1] / alpha.clamp_min(1e-10)
+        image = image[..., :-1]
+    if background is not None:
+        image = image + (1.0 - alpha)[..., None] * background.to(device, dtype)
+    return image, alpha, info
 
+
+def _composite_camera(means2d, conics, depths, radii, opacities, feats, width, height):
+    """One camera's image [H, W, D] and alpha [H, W] from its projected Gaussians."""
+    dtype, device = means2d.dtype, means2d.device
     visible = torch.nonzero((radii > 0).all(-1)).squeeze(1)
     # front to back; a stable sort breaks depth ties by index, like gsplat's radix sort
     visible = visible[torch.sort(depths.detach()[visible], stable=True).indices]
@@ -393,18 +446,4 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmat, K, width,
             band_acc = torch.zeros((r1 - r0) * width, dtype=dtype, device=device)
         images.append(band_img)
         accs.append(band_acc)
-    image, acc = torch.cat(images), torch.cat(accs)
-    image = image.reshape(height, width, -1)
-    alpha = acc.reshape(height, width)
-    info: dict[str, Any] = {
-        "batch_ids": None, "camera_ids": None, "gaussian_ids": None,
-        "radii": radii[None], "means2d": means2d_out, "depths": depths[None], "conics": conics[None],
-        "opacities": opacities[None], "width": width, "height": height, "n_cameras": 1, "n_batches": 1,
-        "backend": "torch",
-    }
-    if with_depth:
-        info["expected_depth"] = image[..., -1] / alpha.clamp_min(1e-10)
-        image = image[..., :-1]
-    if background is not None:
-        image = image + (1.0 - alpha)[..., None] * background.to(device, dtype)
-    return image, alpha, info
+    return torch.cat(images).reshape(height, width, -1), torch.cat(accs).reshape(height, width)

@@ -18,11 +18,12 @@ def _window(size: int, sigma: float, channels: int, like: Tensor) -> Tensor:
 
 
 def ssim_map(a: Tensor, b: Tensor, window_size: int = 11, sigma: float = 1.5) -> Tensor:
-    """Per-pixel SSIM of two images [H, W, C] in [0, 1], averaged over channels -> [H, W]."""
-    if a.shape != b.shape or a.dim() != 3:
-        raise ValueError(f"ssim_map needs two [H, W, C] images of one shape, got {tuple(a.shape)}, {tuple(b.shape)}")
-    channels = a.shape[-1]
-    x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]  # [1, C, H, W]
+    """Per-pixel SSIM of two images [..., H, W, C] in [0, 1], averaged over channels -> [..., H, W]."""
+    if a.shape != b.shape or a.dim() < 3:
+        raise ValueError(f"ssim_map needs two [..., H, W, C] images of one shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+    lead, (height, width, channels) = a.shape[:-3], a.shape[-3:]
+    x = a.reshape(-1, height, width, channels).permute(0, 3, 1, 2)  # [B, C, H, W]
+    y = b.reshape(-1, height, width, channels).permute(0, 3, 1, 2)
     win = _window(window_size, sigma, channels, x)
 
     def blur(t: Tensor) -> Tensor:
@@ -33,4 +34,4 @@ def ssim_map(a: Tensor, b: Tensor, window_size: int = 11, sigma: float = 1.5) ->
     var_y = blur(y * y) - mu_y * mu_y
     cov = blur(x * y) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + C1) * (2 * cov + C2)) / ((mu_x * mu_x + mu_y * mu_y + C1) * (var_x + var_y + C2))
-    return s[0].mean(0)  # [H, W]
+    return s.mean(1).reshape(*lead, height, width)

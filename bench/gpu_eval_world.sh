@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device-tool call: the full eval-world table (3 scenes x 4 depth error levels x 5 methods) at
+# 512x384 with gsplat on CUDA, JSON per run into $OUT.  The GPU machine has no Blender, so render the
+# scenes here first (Cycles on the CPU: courtyard at 512 px took 2 min 14 s wall on the 2 shared cores, 9.5 MB; all three ~30 MB) and carry them with the wheels:
+#   for s in courtyard room street; do .venv/bin/python -m engine eval-world --scene $s --resolution 512 \
+#       --scene-cache .eval-scenes --render-only; done
+#   run: bash bench/gpu_eval_world.sh   (carry .whl and .eval-scenes; ITERATIONS=N overrides the default schedule's 3DGS steps)
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+ITERATIONS=${ITERATIONS:-}  # empty: the product default schedule on CUDA (engine/splat/train.py)
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+# The three scenes side by side on the one GPU (each process ~5 GB); levels in turn, sharing one jobs
+# folder per scene so true_depth (the same at every level) is trained once.  gsplat builds its CUDA
+# once (~90 s; the other processes wait on its lock).
+for scene in courtyard room street; do
+  (
+    for level in none mild typical severe; do
+      python3 -m engine eval-world --scene "$scene" --level "$level" --out "/tmp/ew/$scene-$level" \
+        --jobs "/tmp/ew/jobs-$scene" --resolution 512 ${ITERATIONS:+--iterations "$ITERATIONS"} --device cuda \
+        --scene-cache .eval-scenes > "$OUT/$scene-$level.events.jsonl" 2> "$OUT/$scene-$level.stderr.txt"
+      cp "/tmp/ew/$scene-$level/eval_world.json" "$OUT/$scene-$level.json"
+      cp "/tmp/ew/$scene-$level/renders/heldout_01.png" "$OUT/$scene-$level-heldout_01.png" 2>/dev/null
+    done
+  ) &
+done
+wait
+for scene in courtyard room street; do for level in none mild typical severe; do
+  grep -A8 "^eval-world $scene" "$OUT/$scene-$level.stderr.txt" || tail -5 "$OUT/$scene-$level.stderr.txt"
+done; done
