@@ -334,7 +334,7 @@ def stage_sky(run: "Run", out: Path) -> None:
     panorama = build_panorama(
         image, sky, data["depth"], camera, max(image.shape[:2]), run.backend("sky_inpaint"),
         prompt=f"sky, {prompt}" if prompt else "sky", negative_prompt=run.request.get("negative_prompt") or "",
-        seed=run.settings.seed, should_stop=run.should_stop,
+        seed=run.settings.seed, progress=lambda f: run.progress(0.5 * f, "sky panorama"), should_stop=run.should_stop,
     )
     if panorama is None:
         return

@@ -118,6 +118,8 @@ CANCEL_CASES = {
     # At stage_start: SAM's load (its import alone ~2.4 s) then 256 batches (~8 s).
     "segment": ([str(EXAMPLE / "image.png"), *TINY, "--set", "sam_points_per_side=128"], "stage_start"),
     "inpaint": ([str(EXAMPLE / "image.png"), *TINY, *OPEN_LAYERS, "--set", "inpaint_steps=500"], "progress"),
+    # The example's depth has sky: its panorama is inpainted by the tiny SD (the layers stay closed).
+    "sky": ([*INPUTS, *TINY, "--set", "inpaint_steps=500"], "progress"),
     "expand": ([*INPUTS, *FAST, "--steps", "256"], "progress"),  # 256 views
     "splat": ([*INPUTS, *FAST, "--iterations", "100000"], "progress"),
     "export": ([*INPUTS, *FAST], "stage_start"),  # two file writes: never left half done
