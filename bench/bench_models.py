@@ -334,7 +334,7 @@ class Instrument:
 
     METHODS = ("estimate", "layers", "inpaint", "prompt", "generate")
     HELPERS = {
-        "engine.pointcloud": ("render_points", "merge", "unproject"),
+        "engine.pointcloud": ("render_points", "unproject"),
         "engine.align": ("align_depth",),
         "engine.depth_geometry": ("complete_far_side",),
         "engine.splat": ("make_reprojection_views", "train_gaussians"),
@@ -425,8 +425,8 @@ class Guarded:
     def _substituted(self, what: str) -> None:
         self.instrument.substitutions[f"{self.slot}: {what}"] += 1
 
-    def layers(self, image, depth):
-        result = self.backend.layers(image, depth)
+    def layers(self, image, depth, **kwargs):
+        result = self.backend.layers(image, depth, **kwargs)
         if result.hidden.any():
             return result
         self._substituted("no foreground, central disc of 15%")
@@ -529,12 +529,14 @@ def command_e2e(args, result: dict, save) -> None:
 
 
 def print_e2e(result: dict) -> None:
-    print("\n| run | total s | " + " | ".join(("inputs", "depth", "segment", "inpaint", "expand", "splat", "export")) + " | peak alloc GB | peak device GB |")
+    from engine.protocol import STAGES
+
+    print("\n| run | total s | " + " | ".join(STAGES) + " | peak alloc GB | peak device GB |")
     for r in result["runs"]:
         if "error" in r:
             print(f"| N={r['steps']} {r['label']} | {r['error']} |")
             continue
-        stage_s = " | ".join(f"{r['stages'].get(s, {}).get('s', float('nan')):.2f}" for s in ("inputs", "depth", "segment", "inpaint", "expand", "splat", "export"))
+        stage_s = " | ".join(f"{r['stages'].get(s, {}).get('s', float('nan')):.2f}" for s in STAGES)
         device_gb = (r["peak_device_mb"] or 0) / 1024
         print(f"| N={r['steps']} {r['label']} | {r['total_s']:.2f} | {stage_s} | {r['peak_allocated_mb'] / 1024:.2f} | {device_gb:.2f} |")
     for r in result["runs"]:

@@ -97,7 +97,8 @@ def main() -> int:
 
 
 def print_tables(result: dict) -> None:
-    stages = ("inputs", "depth", "segment", "inpaint", "expand", "splat", "export")
+    from engine.protocol import STAGES as stages
+
     print(f"\n{result['device']}, {result['date']}; warmup {result.get('warmup_s')} s")
     print("| run | total s | " + " | ".join(stages) + " | 3DGS it, Gaussians | peak alloc GB | peak device GB |")
     print("|---" * (len(stages) + 5) + "|")

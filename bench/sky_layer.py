@@ -1,6 +1,6 @@
 """The sky layer against Blender's ground truth: the bundled example with the sky and without it.
 
-    python bench/sky_layer.py [--resolution 64] [--iterations 60] [--steps 2] [--device cpu] [--seeds 0 1 2] [--out DIR]
+    python bench/sky_layer.py [--resolution 64] [--iterations 60 | --default-schedule] [--steps 2] [--device cpu] [--seeds 0 1 2] [--out DIR]
 
 Generates the example (RGB-D, offline profile, true depth, an orbit expansion of ``--steps``
 views) once with the sky layer and once with ``--set sky=false``, same seed and settings, then
@@ -30,7 +30,8 @@ def generate(job: Path, args: argparse.Namespace, seed: int, sky: bool) -> None:
     command = [
         sys.executable, "-m", "engine", "generate", str(example / "image.png"), "--depth", str(example / "depth.png"),
         "--camera", str(example / "camera.json"), "--profile", "offline", "--device", args.device, "--out", str(job),
-        "--resolution", str(args.resolution), "--steps", str(args.steps), "--iterations", str(args.iterations),
+        "--resolution", str(args.resolution), "--steps", str(args.steps),
+        *([] if args.default_schedule else ["--iterations", str(args.iterations)]),
         "--seed", str(seed), "--set", "reprojections=1", *([] if sky else ["--set", "sky=false"]),
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -61,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--default-schedule", action="store_true", help="the device's product 3DGS schedule (no --iterations)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

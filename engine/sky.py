@@ -109,6 +109,10 @@ def camera_directions(camera: Camera) -> np.ndarray:
     return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
 
 
+REMAP_LIMIT = 32767  # OpenCV's remap: maps and images under SHRT_MAX a side
+ROW = 4096
+
+
 def _remap(array: np.ndarray, x: np.ndarray, y: np.ndarray, nearest: bool = False) -> np.ndarray:
     """``array`` sampled at panorama pixel coordinates, wrapping in longitude."""
     import cv2
@@ -117,7 +121,15 @@ def _remap(array: np.ndarray, x: np.ndarray, y: np.ndarray, nearest: bool = Fals
     mode = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     map_x = (x - 0.5).astype(np.float32)
     map_y = np.clip(y - 0.5, 0, height - 1).astype(np.float32)
-    return cv2.remap(array, map_x, map_y, mode, borderMode=cv2.BORDER_WRAP)
+    if max(map_x.shape) < REMAP_LIMIT:
+        return cv2.remap(array, map_x, map_y, mode, borderMode=cv2.BORDER_WRAP)
+    # OpenCV's remap takes maps under 32767 a side (the far points' 1 x n map at 512 px is wider):
+    # sample the points as rows of a 2-D map and put them back in their shape.
+    count = map_x.size
+    rows = -(-count // ROW)
+    flat_x, flat_y = (np.resize(m.ravel(), rows * ROW).reshape(rows, ROW) for m in (map_x, map_y))
+    sampled = cv2.remap(array, flat_x, flat_y, mode, borderMode=cv2.BORDER_WRAP)
+    return sampled.reshape(rows * ROW, *array.shape[2:])[:count].reshape(*map_x.shape, *array.shape[2:])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,3 +110,27 @@ def test_depth_anything_v2_large_config():
     assert config.depth_estimation_type == "metric" and config.max_depth == 20
     with torch.device("meta"):
         assert _count(DepthAnythingForDepthEstimation(config)) == pytest.approx(335.3e6, rel=1e-3)  # the paper's ViT-L
+
+
+def test_bench_models_e2e_times_every_stage_and_model_call_of_a_tiny_run(tmp_path):
+    # The GPU benchmark's harness wraps engine functions and backends by name: run it on the tiny
+    # profile so an engine change that breaks a wrapper fails here, not in a device call.
+    import json
+    import subprocess
+    import sys
+
+    from engine.protocol import STAGES
+
+    root = Path(__file__).resolve().parent.parent
+    runs = ["1,iterations=3,inpaint_steps=1,reprojections=0"] * 2
+    done = subprocess.run([sys.executable, "bench/bench_models.py", "e2e", "--profile", "tiny", "--device", "cpu",
+                           "--resolution", "48", "--out", str(tmp_path), "--runs", *runs],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cold, warm = json.loads((tmp_path / "bench_models_e2e.json").read_text())["runs"]
+    for record in (cold, warm):
+        assert "error" not in record, record
+        assert set(record["stages"]) == set(STAGES)
+        assert record["splat"]["steps"] == 3
+        assert {"geometry.estimate", "layers.layers", "train_gaussians", "render_points"} <= set(record["calls"])
+    assert cold["loads_s"] and not warm["loads_s"]  # the warm run takes its models from the pool

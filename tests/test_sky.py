@@ -75,6 +75,27 @@ def test_far_points_lie_on_the_far_sphere_over_the_sky_region_only():
     assert 0.4 * panorama.region.sum() / 4 < len(points.xyz) < panorama.region.sum() / 4
 
 
+def test_far_points_of_a_panorama_at_512_px_sample_past_opencvs_map_limit():
+    # The points' 1 x n sample map is wider than OpenCV's remap allows (32767) from about 512 px on.
+    width, height = sky.panorama_size(512)
+    region = np.zeros((height, width), bool)
+    region[: height // 2] = True
+    colour = np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
+    panorama = sky.SkyPanorama(colour, region, 50.0)
+    points = sky.far_points(panorama)
+    assert len(points.xyz) > sky.REMAP_LIMIT
+    # The same samples as OpenCV gives for pieces under its limit, bilinear and nearest.
+    x, y = sky.direction_pixels(points.xyz / 50.0, width, height)
+    pieces = range(0, len(x), 30000)
+    for nearest in (False, True):
+        whole = sky._remap(colour, x[None], y[None], nearest=nearest)[0]
+        parts = np.concatenate([sky._remap(colour, x[None, i : i + 30000], y[None, i : i + 30000], nearest=nearest)[0]
+                                for i in pieces])
+        np.testing.assert_array_equal(whole, parts)
+    # Each point's colour is the panorama's at its direction (x, y recomputed from float32 points).
+    assert np.abs(points.rgb - sky._remap(colour, x[None], y[None])[0]).mean() < 1e-4
+
+
 def test_training_the_sky_fits_its_panorama_better_than_its_start(one_torch_thread):
     panorama = _striped_panorama()
     front = sky.centre_cameras(panorama)[0]

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One device-tool call: the sky layer on CUDA (bench/sky_layer.py): the bundled example with and without
+# the sky, RGB-D, offline profile (OpenCV fills the panorama: the GPU machine has no real SD weights),
+# 512 px, 4 expansion views, the product's CUDA schedule (3DGS and the sky's 300 steps), three seeds.
+#   run: bash bench/gpu_session.sh bench/gpu_sky.sh:150   (carry .whl)
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+python3 -m engine warmup --device cuda | tail -1  # gsplat's CUDA, once
+python3 bench/sky_layer.py --device cuda --resolution 512 --steps 4 --default-schedule --seeds 0 1 2 --out /tmp/sky-layer
+cp /tmp/sky-layer/sky_layer.json "$OUT/"
