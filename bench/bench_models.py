@@ -559,7 +559,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per model after the first")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench" / "out"))
     args = parser.parse_args()
+    from engine.__main__ import use_compile_caches
 
+    use_compile_caches()  # the gsplat build of `engine warmup` (Set up engine): a cold run does not pay it
     import torch
 
     result = {"command": args.command, "profile": args.profile, "resolution": args.resolution, "date": time.strftime("%Y-%m-%d %H:%M")}

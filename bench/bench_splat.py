@@ -150,6 +150,9 @@ def main() -> int:
     parser.add_argument("--cpu-repeats", type=int, default=3)
     parser.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    from engine.__main__ import use_compile_caches
+
+    use_compile_caches()  # gsplat's CUDA where `engine warmup` built it
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     report: dict = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}

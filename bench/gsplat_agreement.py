@@ -86,6 +86,9 @@ def main() -> int:
     parser.add_argument("--tol-render", type=float, default=1e-3, help="max rel_l2 for rgb/alpha/depth")
     parser.add_argument("--tol-grad", type=float, default=1e-2, help="max rel_l2 for gradients")
     args = parser.parse_args()
+    from engine.__main__ import use_compile_caches
+
+    use_compile_caches()  # gsplat's CUDA where `engine warmup` built it
     if not torch.cuda.is_available():
         print("gsplat_agreement needs CUDA (gsplat has no CPU rasterizer)", file=sys.stderr)
         return 2

@@ -53,6 +53,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
     parser.add_argument("--iterations", type=int, help="every candidate's steps (a CPU smoke test of this script)")
     args = parser.parse_args()
+    from engine.__main__ import use_compile_caches
+
+    use_compile_caches()  # gsplat's CUDA where `engine warmup` built it
 
     import torch
 

@@ -356,17 +356,22 @@ def _device_report() -> dict[str, Any]:
 COMMANDS = {"generate": command_generate, "serve": command_serve, "status": command_status, "version": command_version}
 
 
+def use_compile_caches() -> None:
+    """PyTorch's compile caches in Gen3D's cache, not in $TMPDIR or ~/.triton (nothing written outside
+    the job folder and the configured cache), so gsplat's CUDA built by ``engine warmup`` is found by
+    every later process; anything running the engine in-process (benchmarks) calls this first."""
+    cache = default_cache_dir()
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache / "torch_extensions"))  # gsplat's CUDA build
+
+
 def main(argv: list[str] | None = None) -> int:
     # Events own the real stdout; anything else printing (libraries, progress bars) goes to stderr.
     events = protocol.EventWriter(sys.stdout)
     sys.stdout = sys.stderr
     _setup_logging(None)
-    # PyTorch's compile caches go to Gen3D's cache, not to $TMPDIR or ~/.triton (nothing written
-    # outside the job folder and the configured cache).
-    cache = default_cache_dir()
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache / "torch_extensions"))  # gsplat's CUDA build
+    use_compile_caches()
     args = None
     try:
         args = build_parser().parse_args(argv)
