@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 # What changed, as engine settings: "today" spells out the defaults before issue 13.
 DEFAULTS = {

@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="sky-layer-")))
     args = parser.parse_args()
+    from engine.__main__ import use_compile_caches
+
+    use_compile_caches()  # its renders use gsplat's CUDA where `engine warmup` built it
     example = evaluate.load_example(evaluate.DEFAULT_EXAMPLE, args.resolution)
     runs = []
     for seed in args.seeds:

@@ -273,8 +273,11 @@ def test_real_cuda_out_of_memory_in_the_splat_stage(tmp_path, monkeypatch, in_pr
     assert "--device cpu" in events[-1]["hint"]
     assert assert_job_consistent(job) == STAGES[:SPLAT]
     monkeypatch.setitem(pipeline.STAGE_FUNCTIONS, "splat", original)  # the card is free again: the re-run resumes
+    held = {"allocated_mb": torch.cuda.memory_allocated() / 2**20, "reserved_mb": torch.cuda.memory_reserved() / 2**20,
+            "free_mb": torch.cuda.mem_get_info()[0] / 2**20}  # what the failed run left behind
     code, events = in_process(*arguments)
-    assert code == protocol.EXIT_OK and cached_flags(events) == {s: s in STAGES[:SPLAT] for s in STAGES}
+    assert code == protocol.EXIT_OK, (events[-2:], held)
+    assert cached_flags(events) == {s: s in STAGES[:SPLAT] for s in STAGES}
 
 
 # -- the engine interpreter ---------------------------------------------------------------------
