@@ -9,10 +9,7 @@
 #   DEVICE, RESOLUTION, FRAME_SIZE, CASES (cuda, 512, 512, 8) only to try the script small on a CPU.
 #   On nvidia-h200-x2/x4 PHASE=batch runs one worker per GPU (issue 17).
 set -uo pipefail
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+source bench/gpu_env.sh
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/out}; PHASE=${PHASE:-both}; STEPS=${STEPS:-4}; ITERATIONS=${ITERATIONS:-0}
 DEVICE=${DEVICE:-cuda}; RESOLUTION=${RESOLUTION:-512}; FRAME_SIZE=${FRAME_SIZE:-512}; CASES=${CASES:-8}

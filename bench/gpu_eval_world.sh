@@ -6,8 +6,7 @@
 #       --scene-cache .eval-scenes --render-only; done
 #   run: bash bench/gpu_eval_world.sh   (carry .whl and .eval-scenes; ITERATIONS=N overrides the default schedule's 3DGS steps)
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
 ITERATIONS=${ITERATIONS:-}  # empty: the product default schedule on CUDA (engine/splat/train.py)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"

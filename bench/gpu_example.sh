@@ -3,8 +3,7 @@
 # 320 px, 8 expansion views, LucidDreamer's full 3DGS schedule with gsplat), and the CUDA-only tests.
 #   run: bash bench/gpu_example.sh   (carry .whl; results land in $OUT)
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
 python3 -m pytest -q -p no:cacheprovider tests/test_pointcloud.py tests/test_align.py tests/test_splat_rasterize.py tests/test_splat_train.py 2>&1 | tail -30 | tee "$OUT/cuda_tests.txt"
 example=examples/courtyard

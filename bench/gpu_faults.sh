@@ -6,10 +6,9 @@
 # then, here: .venv/bin/python scripts/reliability_report.py --gpu <the fetched $OUT folder>; keep the run as
 # bench/results/DATE-DEVICE-faults.jsonl, .junit.xml and .run.json (add "command" and "engine" to run.json).
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
-export GEN3D_CACHE=/tmp/gen3d-cache GEN3D_FAULT_REPORT="$OUT/faults.jsonl"
+export GEN3D_FAULT_REPORT="$OUT/faults.jsonl"
 rm -f "$GEN3D_FAULT_REPORT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 printf '{"date": "%s", "device": "%s"}\n' "$(date -u +%F)" "$(head -1 "$OUT/device.txt")" > "$OUT/run.json"

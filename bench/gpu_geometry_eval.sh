@@ -3,8 +3,7 @@
 # CUDA-only geometry tests, and eval-rgbd with gsplat at the example's full resolution.
 #   run: bash bench/gpu_geometry_eval.sh   (carry .whl; results land in $OUT)
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"

@@ -4,6 +4,7 @@
 #   bash bench/gpu_issue13.sh [sweep|compare|all]      (results under $OUT)
 #   WHAT=compare E2E_SKIP="today eval" bash bench/gpu_issue13.sh   (as bench/gpu_session.sh runs it: no arguments)
 set -u
+source bench/gpu_env.sh
 what=${1:-${WHAT:-all}}
 export OUT=${OUT:-bench/out}
 if [[ $what == sweep || $what == all ]]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device-tool call: the real CUDA out-of-memory test alone, its job folders kept under $OUT/pytest
 # (engine.log of both runs: where the re-run after the card was freed failed).
-#   run: bash bench/gpu_session.sh bench/gpu_oom_probe.sh:120   (carry .whl; GEN3D_CACHE shared with engine warmup)
+#   run: bash bench/gpu_session.sh bench/gpu_oom_probe.sh:120   (carry .whl)
 set -uo pipefail
+source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
 python3 -m pytest -q -p no:cacheprovider -x -m gpu --basetemp="$OUT/pytest" \
   tests/test_reliability_faults.py -k real_cuda_out_of_memory 2>&1 | tail -30

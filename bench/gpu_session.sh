@@ -4,6 +4,7 @@
 #   run: bash bench/gpu_session.sh bench/gpu_faults.sh:120 bench/gpu_batch.sh:240   (carry .whl, ...)
 #   here: tar xzf <files_at>/session.tar.gz -C <folder>
 set -uo pipefail
+source bench/gpu_env.sh
 final=${OUT:-/tmp/out}
 root=/tmp/gpu-session
 rm -rf "$root"; mkdir -p "$root"

@@ -4,8 +4,7 @@
 # 512 px, 4 expansion views, the product's CUDA schedule (3DGS and the sky's 300 steps), three seeds.
 #   run: bash bench/gpu_session.sh bench/gpu_sky.sh:150   (carry .whl)
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
