@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=0, help="expansion views before 3DGS (offline inpainting)")
     parser.add_argument("--splat-schedule", default="auto", choices=("auto", "fast", "lucid", "cpu"),
                         help="3DGS schedule (engine.settings.splat_schedule)")
+    parser.add_argument("--classic", action="store_true",
+                        help="3DGS in gsplat's classic image formation (default: antialiased, engine.settings.antialiased)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
 
@@ -169,6 +171,7 @@ def write_job(job_dir: Path, example_dir: Path, args: argparse.Namespace) -> Non
                 "seed": args.seed,
                 **({"iterations": args.iterations} if args.iterations else {}),
                 **({"splat_schedule": args.splat_schedule} if getattr(args, "splat_schedule", "auto") != "auto" else {}),
+                **({"antialiased": False} if getattr(args, "classic", False) else {}),
             },
         }
     )

@@ -20,6 +20,7 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from . import colour
+from .gaussian_math import ANTIALIASED_COMMENT
 from .job import atomic_path
 from .splat.gaussians import Gaussians
 
@@ -36,9 +37,9 @@ def gaussian_property_names(n_rest: int) -> list[str]:
     )
 
 
-def _write(path: Path | str, element: PlyElement) -> None:
+def _write(path: Path | str, element: PlyElement, comments: list[str] = ()) -> None:
     with atomic_path(path) as tmp:
-        PlyData([element], text=False, byte_order="<").write(str(tmp))
+        PlyData([element], text=False, byte_order="<", comments=list(comments)).write(str(tmp))
 
 
 def write_points_ply(path: Path | str, points: Any) -> None:
@@ -82,12 +83,13 @@ def write_gaussians_ply(path: Path | str, gaussians: Gaussians) -> None:
     vertex = np.empty(n, dtype=[(name, "f4") for name in names])
     for i, name in enumerate(names):
         vertex[name] = columns[:, i]
-    _write(path, PlyElement.describe(vertex, "vertex"))
+    _write(path, PlyElement.describe(vertex, "vertex"), [ANTIALIASED_COMMENT] if g.antialiased else [])
 
 
 def read_gaussians_ply(path: Path | str, device: torch.device | str = "cpu") -> Gaussians:
     """Read a 3DGS PLY (ours or any writer of the standard layout) into ``Gaussians`` (linear light)."""
-    vertex = PlyData.read(str(path))["vertex"].data
+    ply = PlyData.read(str(path))
+    vertex = ply["vertex"].data
     names = vertex.dtype.names
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
     if n_rest % 3:
@@ -108,4 +110,5 @@ def read_gaussians_ply(path: Path | str, device: torch.device | str = "cpu") -> 
         opacities=cols(["opacity"])[:, 0],
         sh0=sh0,
         shN=shN,
+        antialiased=ANTIALIASED_COMMENT in ply.comments,  # other writers: classic, 3DGS's own
     )

@@ -8,6 +8,12 @@ so the add-on runs the same formulas without torch and gradients flow through th
 
 from __future__ import annotations
 
+EPS2D = 0.3  # px^2: the blur added to every projected 2D covariance (gsplat's eps2d, 3DGS's 0.3)
+# The PLY header comment of Gaussians trained, and so to be rendered, in gsplat's "antialiased" mode:
+# opacity times sqrt(det S / det(S + EPS2D I)), so the blur keeps a Gaussian's coverage (a pixel filter's
+# effect; Cycles' Gaussian filter of the same variance reproduces it).  Without it: "classic".
+ANTIALIASED_COMMENT = "gen3d rasterize_mode antialiased"
+
 # Real SH constants of the 3DGS reference (its sign and order conventions).
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199

@@ -114,7 +114,7 @@ STAGE_SPECS: dict[str, StageSpec] = {
     "sky": StageSpec(
         reads=("image", "depth", "input_camera", "scene_prompt"),
         produces=("sky_panorama", "sky_image", "sky_gaussians"),
-        settings=DIFFUSION,
+        settings=(*DIFFUSION, "antialiased"),
         slots=("sky_inpaint",),
         request=("negative_prompt",),
         device=True,  # its Gaussians are trained longer on CUDA
@@ -130,7 +130,7 @@ STAGE_SPECS: dict[str, StageSpec] = {
     "splat": StageSpec(
         reads=("world_points", "views", "view_cameras", "sky_panorama"),
         produces=("gaussians",),
-        settings=("splat_schedule", "iterations", "reprojections", "jitter_deg", "sh_degree", "seed"),
+        settings=("splat_schedule", "iterations", "reprojections", "jitter_deg", "sh_degree", "antialiased", "seed"),
         device=True,  # the full 3DGS recipe on CUDA, a short one on the CPU
     ),
     "export": StageSpec(reads=("world_points", "gaussians", "sky_image", "sky_gaussians"),
@@ -700,7 +700,7 @@ def stage_splat(run: Run, out: Path) -> None:
         sky = SkyPanorama.from_arrays(panorama)
         views = [replace(view, background=sky.background(view.camera)) for view in views]
     config = SplatConfig.schedule(settings.splat_schedule, run.device)
-    config.seed = settings.seed
+    config.seed, config.antialiased = settings.seed, settings.antialiased
     config.max_gaussians = int(np.count_nonzero(data["masks"]))  # no more than the generated views' pixels
     if settings.iterations:
         config.iterations = settings.iterations

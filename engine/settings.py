@@ -52,6 +52,9 @@ class Settings:
     reprojections: int = 5  # M: jittered reprojections of the points per generated view
     jitter_deg: float = 5.0  # pose jitter of those reprojections
     sh_degree: int = -1  # spherical-harmonics degree of the Gaussians; -1: 3 on CUDA, 1 on CPU
+    # 3DGS image formation: gsplat's "antialiased" (Cycles with a Gaussian pixel filter reproduces it,
+    # docs/BLENDER-FIDELITY.md) or, false, "classic" (as 3DGS's own viewers render a PLY)
+    antialiased: bool = True
     sky: bool = True  # pixels without depth (or beyond sky_far_limit) become a far sky layer (engine.sky)
     sky_far_limit: float = 0.0  # metres: depth beyond this is sky too (0: only pixels without depth)
     seed: int = 0

@@ -29,7 +29,7 @@ three quarters; row 0 is straight up (the input camera's -y), row H straight dow
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -277,7 +277,7 @@ def centre_cameras(panorama: SkyPanorama) -> list[Camera]:
 
 
 def train_sky(panorama: SkyPanorama, device: str, seed: int = 0, steps: int | None = None,
-              progress=None, should_stop=None) -> "Gaussians":
+              progress=None, should_stop=None, antialiased: bool = True) -> "Gaussians":
     """Far Gaussians initialised from the panorama and fitted to it, on sky pixels only."""
     from .splat import SplatConfig, TrainView, init_gaussians, train_gaussians
 
@@ -290,12 +290,12 @@ def train_sky(panorama: SkyPanorama, device: str, seed: int = 0, steps: int | No
     config = SplatConfig(
         iterations=TRAIN_STEPS["cuda" if str(device).startswith("cuda") else "cpu"] if steps is None else steps,
         sh_degree=0, init_opacity=0.9, init_scale_mult=0.7, refine_start_iter=1_000_000, batch_size=2,
-        means_lr=1.6e-5, means_lr_final=1.6e-7, seed=seed,
+        means_lr=1.6e-5, means_lr_final=1.6e-7, seed=seed, antialiased=antialiased,
     )
     init = init_gaussians(points, sh_degree=0, opacity=config.init_opacity, scale_mult=config.init_scale_mult,
                           device=device)
     if not config.iterations:
-        return init
+        return replace(init, antialiased=antialiased)
     return train_gaussians(views, points, config, device=device, init=init, progress=progress, should_stop=should_stop)
 
 
@@ -312,7 +312,7 @@ def with_sky(scene: "Gaussians", sky: "Gaussians | None") -> "Gaussians":
     rest[:, : sky.shN.shape[1]] = sky.shN[:, : scene.shN.shape[1]]
     parts = [(scene.means, sky.means), (scene.quats, sky.quats), (scene.scales, sky.scales),
              (scene.opacities, sky.opacities), (scene.sh0, sky.sh0), (scene.shN, rest)]
-    return Gaussians(*(torch.cat(pair) for pair in parts))
+    return Gaussians(*(torch.cat(pair) for pair in parts), antialiased=scene.antialiased)
 
 
 def read_world(job_dir: Path | str, device: str = "cpu") -> "Gaussians":
@@ -353,7 +353,7 @@ def stage_sky(run: "Run", out: Path) -> None:
     run.write("sky_panorama", **panorama.arrays())
     images.save_png(run.output_path("sky_image"), panorama.colour)
     run.preview("sky/sky.png")
-    gaussians = train_sky(panorama, run.device, seed=run.settings.seed,
+    gaussians = train_sky(panorama, run.device, seed=run.settings.seed, antialiased=run.settings.antialiased,
                           progress=lambda f: run.progress(0.5 + 0.5 * f, "sky Gaussians"), should_stop=run.should_stop)
     write_gaussians_ply(run.output_path("sky_gaussians"), gaussians)
 

@@ -27,7 +27,7 @@ import mathutils
 import numpy as np
 
 from ..engine import cameras
-from ..engine.gaussian_math import SH_C0
+from ..engine.gaussian_math import ANTIALIASED_COMMENT, SH_C0
 from . import nodes, ply, sky_world, splat_draw, transform
 
 COLLECTION_PREFIX = "Gen3D"
@@ -134,6 +134,7 @@ def read_gaussians(path: Path | str) -> dict:
         "layout": [(name, vertices.dtype[name].str[1:]) for name in names],
         # where f_rest can be read again (gaussians_object refers to it instead of copying it)
         "source": {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "antialiased": ANTIALIASED_COMMENT in ply.read_comments(path),  # its image formation (engine.gaussian_math)
     }
 
 
@@ -176,7 +177,7 @@ def write_gaussians(path: Path | str, gaussians: dict) -> None:
     data = np.empty(count, dtype=[(name, "<" + kind) for name, kind in layout])
     for name, _ in layout:
         data[name] = fields[name]
-    ply.write_vertices(path, data)
+    ply.write_vertices(path, data, [ANTIALIASED_COMMENT] if gaussians.get("antialiased") else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,6 +567,7 @@ def gaussians_object(name: str, gaussians: dict) -> bpy.types.Object:
             _set_extra(mesh, attribute, gaussians["extra"][field])
         layout.append([field, kind, attribute])
     mesh[PLY_LAYOUT] = json.dumps(layout)
+    mesh[ANTIALIASED] = bool(gaussians.get("antialiased"))
     mesh[FRAME] = json.dumps(transform.reference_frame(gaussians["xyz"]))
     obj = _tagged_object(name, mesh)
     modifier = nodes.ensure_modifier(obj, gaussians_group(), GAUSSIANS_GROUP)
@@ -585,6 +587,7 @@ def _set_frame_dependent(mesh: bpy.types.Mesh, gaussians: dict) -> None:
         set_attribute(mesh, "ply_normal", gaussians["normal"])
 
 
+ANTIALIASED = "gen3d_antialiased"  # mesh custom property: trained in gsplat's antialiased mode (the PLY's comment)
 SH_SOURCE = "gen3d_sh_source"  # mesh custom property: the PLY holding f_rest (path, size, time), their turn
 SH_ROW = "gen3d_sh_row"  # per point: its row in that PLY
 SH_FILE = "gen3d_sh_file"  # per point: a tag of that PLY (points joined in from elsewhere have another)
@@ -674,6 +677,7 @@ def _stored_gaussians(mesh: bpy.types.Mesh, sh: bool = True) -> dict:
         "normal": get_attribute(mesh, "ply_normal") if "ply_normal" in mesh.attributes else None,
         "extra": {},
         "layout": [],
+        "antialiased": bool(mesh.get(ANTIALIASED, False)),
     }
     if PLY_LAYOUT in mesh:
         for field, kind, attribute in json.loads(mesh[PLY_LAYOUT]):

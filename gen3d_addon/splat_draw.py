@@ -18,6 +18,7 @@ import gpu
 import numpy as np
 
 from ..engine import colour
+from .sky_world import SKY_PROPERTY
 
 VIEWPORT_BUDGET = 250_000
 DRAW_PROPERTY = "gen3d_splat_draw"  # object custom property: False hides an object's splat draw
@@ -45,11 +46,14 @@ void main()
     float c = dot(j1, cov * j1) + 0.3;
     float det = a * c - b * b;
     float o = rgba.a;
+#ifdef ANTIALIASED
+    o *= sqrt(max((a - 0.3) * (c - 0.3) - b * b, 0.0) / det);  /* gsplat's antialiased mode: the blur keeps coverage */
+#endif
     float extend = min(3.33, sqrt(2.0 * log(max(o, 1.0 / 255.0) * 255.0)));
     vec2 radius = extend * sqrt(vec2(a, c));
     offset = corner * radius;
     conic = vec3(c, -b, a) / det;
-    paint = rgba;
+    paint = vec4(rgba.rgb, o);
     gl_Position = ProjMatrix * view;
     gl_Position.xy += offset * 2.0 / Viewport * gl_Position.w;
 }
@@ -65,12 +69,12 @@ void main()
 }
 """
 
-_shader = None
+_shaders: dict[bool, gpu.types.GPUShader] = {}
 
 
-def shader() -> gpu.types.GPUShader:
-    global _shader
-    if _shader is None:
+def shader(antialiased: bool = False) -> gpu.types.GPUShader:
+    """The splat program for one image formation (engine.gaussian_math.ANTIALIASED_COMMENT)."""
+    if antialiased not in _shaders:
         interface = gpu.types.GPUStageInterfaceInfo("gen3d_splat_interface")
         interface.smooth("VEC2", "offset")
         interface.flat("VEC3", "conic")
@@ -86,8 +90,10 @@ def shader() -> gpu.types.GPUShader:
         info.fragment_out(0, "VEC4", "fragColor")
         info.vertex_source(_VERTEX)
         info.fragment_source(_FRAGMENT)
-        _shader = gpu.shader.create_from_info(info)
-    return _shader
+        if antialiased:
+            info.define("ANTIALIASED")
+        _shaders[antialiased] = gpu.shader.create_from_info(info)
+    return _shaders[antialiased]
 
 
 def splat_arrays(gaussians: dict[str, np.ndarray], matrix_world: np.ndarray, budget: int = VIEWPORT_BUDGET) -> dict[str, np.ndarray]:
@@ -115,6 +121,7 @@ def splat_arrays(gaussians: dict[str, np.ndarray], matrix_world: np.ndarray, bud
         "cov_a": cov[:, 0, :].astype(np.float32),
         "cov_b": np.stack([cov[:, 1, 1], cov[:, 1, 2], cov[:, 2, 2]], 1).astype(np.float32),
         "rgba": np.concatenate([linear, opacity[keep, None]], 1).astype(np.float32),
+        "antialiased": bool(gaussians.get("antialiased")),
     }
 
 
@@ -125,6 +132,7 @@ class SplatBatch:
 
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.centers = arrays["center"].astype(np.float64)
+        self.antialiased = bool(arrays.get("antialiased"))
         n = len(self.centers)
         fmt = gpu.types.GPUVertFormat()
         for kind, name, width in (("center", "center", 3), ("cov_a", "cov_a", 3), ("cov_b", "cov_b", 3),
@@ -152,7 +160,7 @@ class SplatBatch:
     def draw(self, view_matrix: np.ndarray, projection_matrix: np.ndarray, width: int, height: int) -> None:
         """Draw into the bound framebuffer (premultiplied linear colour, no depth write)."""
         self.sort(view_matrix)
-        program = shader()
+        program = shader(self.antialiased)
         program.bind()
         program.uniform_float("ViewMatrix", _gpu_matrix(view_matrix))
         program.uniform_float("ProjMatrix", _gpu_matrix(projection_matrix))
@@ -189,7 +197,8 @@ def _draw_objects() -> None:
     from .importers import gaussians_from_object
 
     seen = set()
-    for obj in context.visible_objects:
+    # Far sky Gaussians first: each object is sorted in itself, the sky lies behind every world.
+    for obj in sorted(context.visible_objects, key=lambda o: not o.get(SKY_PROPERTY)):
         if obj.type != "MESH" or "rot" not in obj.data.attributes or not obj.get(DRAW_PROPERTY, True):
             continue
         key = _object_key(obj)

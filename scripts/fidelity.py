@@ -1,7 +1,9 @@
 """How closely Blender shows the trained Gaussians: Cycles, the viewport splat draw and Eevee
-against the engine's own render of the same Gaussians (JOB/gaussians.ply).
+against the engine's own render of the same Gaussians (JOB/gaussians.ply, and JOB/sky.ply where the
+world has a sky).
 
     .venv/bin/python scripts/fidelity.py JOB --out DIR [--size PX] [--samples N] [--eevee-samples N] [--no-eevee]
+        [--views N]
 
 Cameras: the input camera and two held-out ones (the input camera orbited by -/+10 deg of yaw and
 4 deg of pitch about the Gaussians' median depth), scaled to PX on the long side.  Blender gets
@@ -12,6 +14,10 @@ is compared as displayed over black (the engine's background): PSNR and SSIM (th
 ``psnr`` and ``ssim`` per view, or ``error`` saying why a renderer could not run), DIR/alpha.npz
 (each renderer's coverage per view, for per-Gaussian checks) and DIR/view_N.png (engine | Cycles |
 viewport | Eevee | 4x |Cycles - engine|).
+
+The engine renders in the image formation the Gaussians were trained with (the PLY's comment:
+gsplat's antialiased mode by default, or classic), and the one click sets the pixel filter that
+reproduces it (render_settings: Cycles' Gaussian filter of the blur's variance, or <= 1 px).
 """
 
 import argparse
@@ -35,6 +41,7 @@ from engine import colour  # noqa: E402
 from engine.cameras import Camera, rigid_inverse  # noqa: E402
 from engine.evaluate import masked_psnr, masked_ssim  # noqa: E402
 from engine.export import read_gaussians_ply  # noqa: E402
+from engine.sky import read_world  # noqa: E402
 
 EXTENSION = "bl_ext.user_default.gen3d"
 
@@ -88,8 +95,8 @@ def render_engine(scene, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return read_png_rgba(path)
 
 
-def draw_viewport(splats, scene, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """The viewport's splat draw at the scene camera, offscreen (linear half floats)."""
+def draw_viewport(batches, scene, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The viewport's splat draw of ``batches`` in order at the scene camera, offscreen (linear half floats)."""
     camera = scene.camera
     view = np.array(camera.matrix_world.inverted())
     projection = np.array(camera.calc_matrix_camera(bpy.context.evaluated_depsgraph_get(), x=width, y=height))
@@ -97,7 +104,8 @@ def draw_viewport(splats, scene, width: int, height: int) -> tuple[np.ndarray, n
     with offscreen.bind():
         framebuffer = gpu.state.active_framebuffer_get()
         framebuffer.clear(color=(0.0, 0.0, 0.0, 0.0))
-        splats.draw(view, projection, width, height)
+        for splats in batches:
+            splats.draw(view, projection, width, height)
         pixels = np.array(framebuffer.read_color(0, 0, width, height, 4, 0, "FLOAT").to_list(), np.float64)
     offscreen.free()
     pixels = pixels.reshape(height, width, 4)[::-1]  # OpenGL rows go bottom up
@@ -117,11 +125,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="Cycles samples")
     parser.add_argument("--eevee-samples", type=int, default=64)
     parser.add_argument("--no-eevee", action="store_true", help="skip Eevee (slow on software OpenGL)")
+    parser.add_argument("--views", type=int, default=3, help="the first N of: input, held-out left, held-out right")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     gaussians = read_gaussians_ply(args.job / "gaussians.ply")
-    cams = engine_cameras(args.job, gaussians, args.size)
-    reference = [gaussians.render(c, "cpu", backend="torch") for c in cams]
+    cams = engine_cameras(args.job, gaussians, args.size)[: args.views]
+    shown = read_world(args.job)  # with its sky (sky.ply), which Blender imports beside the world
+    reference = [shown.render(c, "cpu", backend="torch") for c in cams]  # in the world's own image formation
 
     import_to_blend.install_extension()
     import_to_blend.import_job(args.job)
@@ -129,12 +139,19 @@ def main() -> None:
     if bpy.ops.gen3d.splat_render_settings() != {"FINISHED"}:
         sys.exit("gen3d.splat_render_settings failed")
     world = next(o for o in scene.objects if o.type == "EMPTY" and o.get("gen3d_generated"))
-    splat_object = next(o for o in scene.objects if o.type == "MESH" and "rot" in o.data.attributes)
+    # The world's splat objects, its sky first (it lies behind everything; each object is sorted in itself).
+    splat_objects = sorted((o for o in scene.objects if o.type == "MESH" and "rot" in o.data.attributes),
+                           key=lambda o: not o.get("gen3d_sky"))
     to_world = np.array(world.matrix_world)
     views = [blender_camera(scene, c, to_world) for c in cams]
-    report: dict = {"job": str(args.job), "size": args.size, "gaussians": len(gaussians),
+    render_settings = importlib.import_module(f"{EXTENSION}.gen3d_addon.render_settings")
+    for view in views:  # each camera reaches the far side of the sky dome, as the one click makes the scene camera
+        scene.camera = view
+        view.data.clip_end = max(view.data.clip_end, render_settings.sky_reach(scene))
+    report: dict = {"job": str(args.job), "size": args.size, "gaussians": len(shown),
                     "cameras": [c.name for c in cams], "cycles_samples": args.samples,
-                    "eevee_samples": args.eevee_samples}
+                    "eevee_samples": args.eevee_samples, "antialiased": shown.antialiased,
+                    "pixel_filter": [scene.cycles.pixel_filter_type, scene.cycles.filter_width]}
     images: dict[str, list] = {}
     alphas: dict[str, np.ndarray] = {f"engine_{i}": r.alpha for i, r in enumerate(reference)}
 
@@ -175,10 +192,10 @@ def main() -> None:
             scene.eevee.taa_render_samples = 1
             scene.camera = views[0]
             render_engine(scene, args.out / "gpu_init.png")
-        splats = splat_draw.SplatBatch(splat_draw.splat_arrays(importers.gaussians_from_object(splat_object),
-                                                                np.array(splat_object.matrix_world)))
+        batches = [splat_draw.SplatBatch(splat_draw.splat_arrays(importers.gaussians_from_object(o), np.array(o.matrix_world)))
+                   for o in splat_objects]
         scene.camera = views[i]
-        return draw_viewport(splats, scene, cams[i].width, cams[i].height)
+        return draw_viewport(batches, scene, cams[i].width, cams[i].height)
 
     run("viewport", viewport_one)
     report["gpu"] = gpu.platform.renderer_get() if "viewport" in images else None

@@ -24,7 +24,7 @@ FIVE = [
 ]
 
 
-def gaussians() -> Gaussians:
+def gaussians(antialiased: bool = False) -> Gaussians:
     means = torch.tensor([f[0] for f in FIVE], dtype=torch.float32)
     sigmas = torch.tensor([f[1] for f in FIVE], dtype=torch.float32)
     half = torch.tensor([math.radians(f[2]) / 2 for f in FIVE])
@@ -32,13 +32,14 @@ def gaussians() -> Gaussians:
     opacity = torch.tensor([f[3] for f in FIVE])
     display = torch.tensor([f[4] for f in FIVE])
     return Gaussians(means=means, quats=quats, scales=sigmas.log(), opacities=torch.logit(opacity),
-                     sh0=rgb_to_sh0(colour.srgb_to_linear(display)), shN=torch.zeros(5, 0, 3))
+                     sh0=rgb_to_sh0(colour.srgb_to_linear(display)), shN=torch.zeros(5, 0, 3), antialiased=antialiased)
 
 
-def write_job(folder: Path) -> Path:
-    """The job folder; the input camera stands 1 m above Blender's origin looking along +Y."""
+def write_job(folder: Path, antialiased: bool = False) -> Path:
+    """The job folder; the input camera stands 1 m above Blender's origin looking along +Y.
+    ``antialiased``: the Gaussians' PLY says they render in gsplat's antialiased mode."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_gaussians_ply(folder / "gaussians.ply", gaussians())
+    write_gaussians_ply(folder / "gaussians.ply", gaussians(antialiased))
     K = np.array([[FOCAL, 0, WIDTH / 2], [0, FOCAL, HEIGHT / 2], [0, 0, 1]])
     camera_to_world = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 1], [0, 0, 0, 1]])  # OpenCV axes in Blender's world
     camera = Camera(K, np.linalg.inv(camera_to_world), WIDTH, HEIGHT, "input")

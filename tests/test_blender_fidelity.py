@@ -22,10 +22,12 @@ import five_gaussians
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def fidelity(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fidelity")
-    job = five_gaussians.write_job(folder / "job")
+@pytest.fixture(scope="module", params=["antialiased", "classic"])
+def fidelity(tmp_path_factory, request):
+    """Both image formations: gsplat's antialiased (the engine's default; Cycles' Gaussian filter
+    of the blur's variance) and classic (a 1 px filter)."""
+    folder = tmp_path_factory.mktemp(f"fidelity-{request.param}")
+    job = five_gaussians.write_job(folder / "job", antialiased=request.param == "antialiased")
     out = folder / "out"
     command = [sys.executable, str(ROOT / "scripts" / "fidelity.py"), str(job), "--out", str(out),
                "--size", "160", "--samples", "16", "--no-eevee"]
@@ -50,6 +52,8 @@ def footprints(alpha: np.ndarray, regions: np.ndarray, count: int):
 def test_fidelity_json_has_every_renderer_and_the_pictures(fidelity):
     report, _, out = fidelity
     assert "skipped" in report["eevee"]["error"]
+    want = ["GAUSSIAN", pytest.approx(2.1909, abs=1e-3)] if report["antialiased"] else ["BLACKMAN_HARRIS", 1.0]
+    assert report["pixel_filter"] == want  # what the one click set for this image formation
     for name in ("cycles", "viewport"):
         assert len(report[name]["psnr"]) == len(report[name]["ssim"]) == 3
     assert all((out / f"view_{i}.png").is_file() for i in range(3))

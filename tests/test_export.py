@@ -71,6 +71,23 @@ def test_gaussian_ply_round_trip_is_exact_to_float_rounding(tmp_path, degree):
     assert back.sh_degree == degree
 
 
+def test_the_image_formation_travels_in_a_header_comment_other_readers_skip(tmp_path):
+    from dataclasses import replace
+
+    from engine.gaussian_math import ANTIALIASED_COMMENT
+
+    for antialiased in (True, False):
+        path = tmp_path / f"{antialiased}.ply"
+        write_gaussians_ply(path, replace(random_gaussians(5, degree=1), antialiased=antialiased))
+        ply = PlyData.read(str(path))
+        assert (ANTIALIASED_COMMENT in ply.comments) is antialiased
+        assert read_gaussians_ply(path).antialiased is antialiased
+    # A PLY from another 3DGS writer (no such comment) renders as 3DGS's own viewers do: classic.
+    ply = PlyData.read(str(tmp_path / "True.ply"))
+    PlyData(ply.elements, text=False, byte_order="<", comments=["written by another tool"]).write(str(tmp_path / "other.ply"))
+    assert read_gaussians_ply(tmp_path / "other.ply").antialiased is False
+
+
 def test_points_ply_and_atomic_write(tmp_path):
     points = PointCloud(
         xyz=np.array([[0.0, 1.0, 2.0], [3.0, -4.0, 5.5]], np.float32),

@@ -79,6 +79,7 @@ BAD_VALUES = {
     "reprojections": 100,
     "jitter_deg": 180.0,
     "sh_degree": 4,
+    "antialiased": "maybe",
     "sky": "yes",
     "sky_far_limit": -1.0,
     "seed": -1,

@@ -70,7 +70,7 @@ def test_projection_matches_gsplat_torch_reference():
     viewmat = torch.eye(4)
     viewmat[:3, 3] = torch.tensor([0.1, -0.2, 0.3])
     K = K_of(50.0, 33.0, 21.0)
-    m2, conics, depths, radii = project(means, quats, scales, torch.ones(300) * 0.99, viewmat, K, 64, 48)
+    m2, conics, depths, radii, _ = project(means, quats, scales, torch.ones(300) * 0.99, viewmat, K, 64, 48)
     covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
     ref_radii, ref_m2, ref_depths, ref_conics, _ = _fully_fused_projection(means, covars, viewmat[None], K[None], 64, 48)
     ok = (radii > 0).all(-1)
@@ -81,6 +81,39 @@ def test_projection_matches_gsplat_torch_reference():
     # Their reference uses a fixed 3.33 sigma box; ours is the CUDA kernel's opacity-aware one
     # (3.33 only above o ~ 1): at o = 0.99 the boxes agree to within a pixel.
     assert (radii[ok] - ref_radii[0][ok]).abs().max() <= 1
+
+
+def test_antialiased_opacities_are_gsplats_compensation_and_the_rest_is_classic():
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+    means, quats, scales, opacities, _ = random_scene(300, seed=4, depth=6.0)
+    scales = scales * 0.2  # many Gaussians a pixel or less across, where the compensation matters
+    viewmat, K = torch.eye(4), K_of(50.0, 33.0, 21.0)
+    classic = project(means, quats, scales, opacities, viewmat, K, 64, 48)
+    mip = project(means, quats, scales, opacities, viewmat, K, 64, 48, antialiased=True)
+    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
+    *_, compensations = _fully_fused_projection(means, covars, viewmat[None], K[None], 64, 48, calc_compensations=True)
+    ok = (classic[3] > 0).all(-1) & (mip[3] > 0).all(-1)
+    assert ok.sum() > 200 and compensations[0][ok].min() < 0.5
+    assert torch.allclose(mip[4][ok], opacities[ok] * compensations[0][ok], rtol=1e-4)
+    for a, b in zip(classic[:3], mip[:3]):  # the same means, conics and depths
+        assert torch.equal(a, b)
+    assert ((mip[3] > 0).all(-1) <= (classic[3] > 0).all(-1)).all()  # culled by the compensated opacity
+
+
+def test_antialiased_coverage_is_the_gaussians_own_whatever_the_blur():
+    # A Gaussian a pixel or less across: classic mode adds the 0.3 px^2 blur's area to its coverage
+    # (sum of alpha ~ o 2 pi (s^2 + eps)); antialiased mode spreads the Gaussian's own coverage
+    # o 2 pi s^2 over the blurred footprint, as a pixel filter does (less the tail under 1/255).
+    W, H, f, Z, o = 32, 32, 100.0, 5.0, 0.9
+    for s in (0.02, 0.05, 0.1):
+        sigma_px = s * f / Z
+        args = (torch.tensor([[0.0, 0.0, Z]]), identity_quats(1), torch.full((1, 3), s), torch.tensor([o]),
+                torch.ones(1, 3), torch.eye(4), K_of(f, 16.0, 16.0), W, H)
+        covered = {mode: float(rasterize(*args, backend="torch", antialiased=mode)[1].sum()) for mode in (False, True)}
+        own = o * 2 * math.pi * sigma_px**2
+        assert covered[True] == pytest.approx(own, rel=0.05), (s, covered)
+        assert covered[False] == pytest.approx(o * 2 * math.pi * (sigma_px**2 + 0.3), rel=0.03), (s, covered)
 
 
 def test_sh_matches_gsplat_torch_reference_and_dc_is_offset_colour():
@@ -125,7 +158,7 @@ def test_front_to_back_order_follows_depth_not_index():
 
 def brute_force(means, quats, scales, opacities, colors, viewmat, K, W, H):
     """gsplat's per-pixel loop, literally: every visible Gaussian, front to back."""
-    m2, conics, depths, radii = project(means, quats, scales, opacities, viewmat, K, W, H)
+    m2, conics, depths, radii, _ = project(means, quats, scales, opacities, viewmat, K, W, H)
     vis = [int(i) for i in torch.argsort(depths, stable=True) if (radii[i] > 0).all()]
     img = np.zeros((H, W, colors.shape[1]))
     acc = np.zeros((H, W))
@@ -258,7 +291,7 @@ def test_row_spans_keep_every_pixel_of_narrow_rotated_and_large_gaussians():
 
 def dense_reference(means, quats, scales, opacities, colors, viewmat, K, W, H):
     """gsplat's compositing as plain autograd over every (pixel, visible Gaussian): no pairs, no sort."""
-    m2, conics, depths, radii = project(means, quats, scales, opacities, viewmat, K, W, H)
+    m2, conics, depths, radii, _ = project(means, quats, scales, opacities, viewmat, K, W, H)
     vis = [int(i) for i in torch.argsort(depths.detach(), stable=True) if (radii[i] > 0).all()]
     cols, rows = torch.meshgrid(torch.arange(W, dtype=means.dtype) + 0.5, torch.arange(H, dtype=means.dtype) + 0.5,
                                 indexing="xy")

@@ -122,6 +122,8 @@ def test_training_raises_psnr_and_reports_progress():
     assert before < 15.5 and after > 20.5 and after - before > 6.5, (before, after)
     assert stats["n_gaussians"] == len(trained) > 400
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) == 12
+    # Trained, and so rendered, in gsplat's antialiased image formation unless the config says classic.
+    assert trained.antialiased and not train_gaussians(views, start, replace(config, iterations=2, antialiased=False)).antialiased
 
 
 def test_training_ignores_the_target_outside_the_mask():

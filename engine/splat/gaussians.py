@@ -20,6 +20,10 @@ def rgb_to_sh0(rgb: Tensor) -> Tensor:
     return ((rgb - 0.5) / SH_C0)[:, None, :]
 
 
+def _map(value, function):
+    return function(value) if isinstance(value, Tensor) else value
+
+
 def sh_coeff_count(degree: int) -> int:
     return (degree + 1) ** 2
 
@@ -39,6 +43,9 @@ class Gaussians:
     opacities: Tensor  # [N] opacity logits
     sh0: Tensor  # [N, 1, 3] SH DC coefficients
     shN: Tensor  # [N, (d+1)^2 - 1, 3] higher-order SH coefficients (may be [N, 0, 3])
+    # The image formation they were trained under: gsplat's "antialiased" mode (the 0.3 px^2 blur keeps
+    # each Gaussian's coverage, as a pixel filter does) or "classic"; renders use the same.
+    antialiased: bool = False
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -52,10 +59,10 @@ class Gaussians:
         return self.means.device
 
     def to(self, device: torch.device | str) -> "Gaussians":
-        return Gaussians(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return Gaussians(**{f.name: _map(getattr(self, f.name), lambda t: t.to(device)) for f in fields(self)})
 
     def detach(self) -> "Gaussians":
-        return Gaussians(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+        return Gaussians(**{f.name: _map(getattr(self, f.name), Tensor.detach) for f in fields(self)})
 
     def colors(self) -> Tensor:
         return torch.cat([self.sh0, self.shN], dim=1)  # [N, K, 3]
@@ -70,6 +77,7 @@ class Gaussians:
         background: tuple[float, float, float] | None = None,
         backend: str = "auto",
         depth_min_alpha: float = 0.5,
+        antialiased: bool | None = None,
     ) -> SplatRender:
         """Render colour (sRGB-encoded, what the loss saw), alpha and expected depth at ``camera``
         (numpy results); ``background`` is a display colour."""
@@ -85,6 +93,7 @@ class Gaussians:
             backend=backend,
             background=None if background is None else colour.srgb_to_linear(torch.tensor(background, dtype=dtype, device=dev)),
             with_depth=True,
+            antialiased=self.antialiased if antialiased is None else antialiased,
         )
         depth = torch.where(alpha >= depth_min_alpha, info["expected_depth"], torch.zeros_like(alpha))
         return SplatRender(

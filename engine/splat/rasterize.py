@@ -1,7 +1,8 @@
 """3D Gaussian rasterization: gsplat on CUDA, our pure-PyTorch rasterizer anywhere else.
 
 The torch backend reproduces ``gsplat.rasterization`` (1.5.3, ``packed=False``, pinhole,
-``rasterize_mode="classic"``) for one camera or a batch of cameras of one size:
+``rasterize_mode="classic"``, or ``"antialiased"`` with ``antialiased=True``) for one camera or a batch of
+cameras of one size:
 
 * projection: EWA splatting with the Jacobian's x/z, y/z clamped to 1.3x the field of view,
   ``eps2d = 0.3`` added to the 2D covariance, culling at ``near_plane`` / ``far_plane``;
@@ -122,8 +123,11 @@ def rasterize(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = 0.3,
+    antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Render one camera. Returns ``(rgb [H, W, D], alpha [H, W], info)``.
+
+    ``antialiased``: gsplat's ``rasterize_mode="antialiased"`` (see ``project``); classic otherwise.
 
     With ``viewmat [C, 4, 4]`` and ``K [C, 3, 3]``, C cameras of one size render in one call (gsplat's
     batched rasterization): ``rgb [C, H, W, D]``, ``alpha [C, H, W]``, ``expected_depth [C, H, W]``.
@@ -147,7 +151,7 @@ def rasterize(
     render = _rasterize_gsplat if kind == "gsplat" else _rasterize_torch
     rgb, alpha, info = render(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-        background, with_depth, near_plane, far_plane, eps2d,
+        background, with_depth, near_plane, far_plane, eps2d, antialiased,
     )
     if single:  # one camera: images without the camera axis, info keeps gsplat's [1, N, ...]
         rgb, alpha = rgb[0], alpha[0]
@@ -157,14 +161,14 @@ def rasterize(
 
 
 def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-                      background, with_depth, near_plane, far_plane, eps2d):
+                      background, with_depth, near_plane, far_plane, eps2d, antialiased):
     from gsplat import rasterization
 
     renders, alphas, info = rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
         packed=False, backgrounds=None if background is None else background.expand(len(viewmats), -1),
-        render_mode="RGB+ED" if with_depth else "RGB",
+        render_mode="RGB+ED" if with_depth else "RGB", rasterize_mode="antialiased" if antialiased else "classic",
     )
     alpha = alphas[..., 0]  # [C, H, W]
     info["backend"] = "gsplat"
@@ -196,12 +200,14 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
 
 
 def project(means, quats, scales, opacities, viewmat, K, width, height, near_plane=0.01, far_plane=1e10,
-            eps2d=0.3):
+            eps2d=0.3, antialiased=False):
     """EWA projection of every Gaussian, as gsplat's fused projection kernel.
 
     Returns ``means2d [N, 2], conics [N, 3] (a, b, c of the inverse 2D covariance),
-    depths [N] (camera z), radii [N, 2] int32 (0 = culled)``.  Values of culled Gaussians are
-    finite but meaningless; their gradients are zero.
+    depths [N] (camera z), radii [N, 2] int32 (0 = culled), opacities [N]`` as composited: in
+    ``antialiased`` mode (gsplat's, Mip-Splatting's 2D filter) times ``sqrt(det S / det(S + eps2d I))``,
+    so the blur spreads a Gaussian's coverage instead of adding to it, as a pixel filter does.
+    Values of culled Gaussians are finite but meaningless; their gradients are zero.
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     mc = means @ R.T + t  # [N, 3] camera space
@@ -224,16 +230,17 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near_pla
     # J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]]; cov2d = J (R S)(R S)^T J^T = (J R S)(J R S)^T
     j0 = (fx / z)[:, None] * M[:, :, 0] - (fx * tx / (z * z))[:, None] * M[:, :, 2]  # [N, 3] row 0 of J R S
     j1 = (fy / z)[:, None] * M[:, :, 1] - (fy * ty / (z * z))[:, None] * M[:, :, 2]
-    a = (j0 * j0).sum(-1) + eps2d
-    b = (j0 * j1).sum(-1)
-    c = (j1 * j1).sum(-1) + eps2d
+    a_raw, b, c_raw = (j0 * j0).sum(-1), (j0 * j1).sum(-1), (j1 * j1).sum(-1)
+    a, c = a_raw + eps2d, c_raw + eps2d
     det = a * c - b * b
     det_ok = in_depth & (det > 0)
     det = torch.where(det_ok, det, torch.ones_like(det))
     conics = torch.stack([c / det, -b / det, a / det], dim=-1)
     means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)
+    if antialiased:
+        opacities = opacities * torch.sqrt(((a_raw * c_raw - b * b) / det).clamp_min(0.0))
     with torch.no_grad():
-        o = opacities.detach()
+        o = opacities.detach()  # gsplat culls and sizes the box by the compensated opacity too
         ok = det_ok & (o >= ALPHA_THRESHOLD)
         extend = torch.sqrt(2.0 * torch.log(o.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp_max(EXTEND)
         rx = torch.ceil(extend * torch.sqrt(a.detach().clamp_min(0)))
@@ -242,7 +249,7 @@ def project(means, quats, scales, opacities, viewmat, K, width, height, near_pla
         mx, my = means2d[:, 0].detach(), means2d[:, 1].detach()
         ok &= (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
         radii = torch.stack([rx, ry], dim=-1) * ok[:, None]
-    return means2d, conics, mc[:, 2], radii.int()
+    return means2d, conics, mc[:, 2], radii.int(), opacities
 
 
 def _spans(m: Tensor, conics: Tensor, opacities: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor):
@@ -375,16 +382,16 @@ class _Composite(torch.autograd.Function):
 
 
 def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-                     background, with_depth, near_plane, far_plane, eps2d):
+                     background, with_depth, near_plane, far_plane, eps2d, antialiased):
     """Each camera in turn; the cameras' 2D means are one [C, N, 2] tensor (gsplat's layout),
     upstream of every camera's compositing, so its ``.grad`` collects what the strategies read."""
     dtype, device = means.dtype, means.device
     viewmats, Ks = viewmats.to(device, dtype), Ks.to(device, dtype)
-    projected = [project(means, quats, scales, opacities, v, k, width, height, near_plane, far_plane, eps2d)
+    projected = [project(means, quats, scales, opacities, v, k, width, height, near_plane, far_plane, eps2d, antialiased)
                  for v, k in zip(viewmats, Ks)]
     means2d_out = torch.stack([p[0] for p in projected])  # [C, N, 2]
     images, alphas = [], []
-    for c, (_, conics, depths, radii) in enumerate(projected):
+    for c, (_, conics, depths, radii, composited) in enumerate(projected):
         if sh_degree is None:
             feats = colors
         else:
@@ -392,7 +399,7 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
             feats = torch.clamp_min(eval_sh(sh_degree, colors, means - campos) + 0.5, 0.0)
         if with_depth:
             feats = torch.cat([feats, depths[:, None]], dim=-1)
-        image, alpha = _composite_camera(means2d_out[c], conics, depths, radii, opacities, feats, width, height)
+        image, alpha = _composite_camera(means2d_out[c], conics, depths, radii, composited, feats, width, height)
         images.append(image)
         alphas.append(alpha)
     image, alpha = torch.stack(images), torch.stack(alphas)  # [C, H, W, D], [C, H, W]
@@ -400,7 +407,7 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
         "batch_ids": None, "camera_ids": None, "gaussian_ids": None,
         "radii": torch.stack([p[3] for p in projected]), "means2d": means2d_out,
         "depths": torch.stack([p[2] for p in projected]), "conics": torch.stack([p[1] for p in projected]),
-        "opacities": opacities[None].expand(len(projected), -1), "width": width, "height": height,
+        "opacities": torch.stack([p[4] for p in projected]), "width": width, "height": height,
         "n_cameras": len(projected), "n_batches": 1, "backend": "torch",
     }
     if with_depth:

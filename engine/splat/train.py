@@ -59,6 +59,7 @@ class SplatConfig:
     max_gaussians: int = 0  # densification stops growing at this many Gaussians (0: no limit)
     progress_every: int = 10  # call progress() every this many steps
     seed: int = 0  # view order and split noise
+    antialiased: bool = True  # gsplat's antialiased image formation (Blender's Cycles reproduces it: docs/BLENDER-FIDELITY.md)
 
     @classmethod
     def cpu_fast(cls) -> "SplatConfig":
@@ -330,7 +331,7 @@ def train_gaussians(
                 params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
                 torch.cat([params["sh0"], params["shN"]], 1), viewmats[index], Ks[index], width, height,
                 sh_degree=min(step // cfg.sh_degree_interval, cfg.sh_degree), backend=backend,
-                background=background if behind[group] is None else None,
+                background=background if behind[group] is None else None, antialiased=cfg.antialiased,
             )
             if behind[group] is not None:  # seen over its own background, as it will be rendered
                 rgb = rgb + (1 - alpha[..., None]) * behind[group][index]
@@ -348,7 +349,7 @@ def train_gaussians(
                     strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
             if progress is not None and ((step + 1) % cfg.progress_every == 0 or step + 1 == cfg.iterations):
                 progress((step + 1) / cfg.iterations)
-    result = Gaussians(**{name: params[name].detach() for name in params})
+    result = Gaussians(**{name: params[name].detach() for name in params}, antialiased=cfg.antialiased)
     if stats is not None:
         stats.update(steps=cfg.iterations, seconds=time.perf_counter() - start, n_gaussians=len(result),
                      final_loss=float("nan") if last_loss is None else float(last_loss), scene_scale=scale,
