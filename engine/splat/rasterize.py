@@ -122,7 +122,7 @@ def rasterize(
     with_depth: bool = False,
     near_plane: float = 0.01,
     far_plane: float = 1e10,
-    eps2d: float = 0.3,
+    eps2d: float = gaussian_math.EPS2D,
     antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Render one camera. Returns ``(rgb [H, W, D], alpha [H, W], info)``.
@@ -200,7 +200,7 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
 
 
 def project(means, quats, scales, opacities, viewmat, K, width, height, near_plane=0.01, far_plane=1e10,
-            eps2d=0.3, antialiased=False):
+            eps2d=gaussian_math.EPS2D, antialiased=False):
     """EWA projection of every Gaussian, as gsplat's fused projection kernel.
 
     Returns ``means2d [N, 2], conics [N, 3] (a, b, c of the inverse 2D covariance),
