@@ -516,16 +516,38 @@ def command_e2e(args, result: dict, save) -> None:
     result["runs"] = []
     for index, spec in enumerate(args.runs):
         label = "cold" if index == 0 else "warm"
+        profiler = None
+        if args.cprofile and index == len(args.runs) - 1:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
             record = generate_once(args, image_path, spec, pool, instrument, args.memory)
         except Exception as exc:  # noqa: BLE001 - keep what the other runs measured
             record = {"steps": spec, "error": f"{type(exc).__name__}: {exc}"[:400]}
+        if profiler is not None:
+            profiler.disable()
+            write_profile(profiler, args.out / "e2e_cprofile.txt")
+            record["cprofile"] = "e2e_cprofile.txt"
         record["label"] = f"{label} {args.memory}" + (f" {spec.partition(',')[2]}" if "," in spec else "")
         if label == "cold":
             record["since_process_start_s"] = round(time.perf_counter() - PROCESS_START, 2)
         result["runs"].append(record)
         save(result)
         print(json.dumps(record), flush=True)
+
+
+def write_profile(profiler, path: Path) -> None:
+    """Where a run's wall time goes, by Python function (GPU time shows where the host waits on it)."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text).strip_dirs()
+    stats.sort_stats("cumulative").print_stats(120)
+    stats.sort_stats("tottime").print_stats(60)
+    path.write_text(text.getvalue())
 
 
 def print_e2e(result: dict) -> None:
@@ -555,6 +577,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--runs", nargs="+", default=["8", "8", "4"], help="e2e runs in order, 'N' or 'N,setting=value,...'; the first is cold")
+    parser.add_argument("--cprofile", action="store_true", help="e2e: profile the last run (cProfile) into e2e_cprofile.txt")
     parser.add_argument("--memory", default="resident", choices=("resident", "low-vram"), help="e2e memory policy")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per model after the first")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench" / "out"))

@@ -53,7 +53,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     }
 
 
-def compare(n: int, width: int, height: int, seed: int, device: torch.device) -> dict:
+def compare(n: int, width: int, height: int, seed: int, device: torch.device, antialiased: bool = False) -> dict:
     means, quats, scales, opacities, colors, viewmat, K = scene(n, width, height, seed, device)
     g = torch.Generator(device="cpu").manual_seed(100 + seed)
     w_rgb = torch.rand(height, width, 3, generator=g).to(device)
@@ -62,7 +62,8 @@ def compare(n: int, width: int, height: int, seed: int, device: torch.device) ->
     out = {}
     for backend in ("gsplat", "torch"):
         leaves = [t.clone().requires_grad_(True) for t in (means, quats, scales, opacities, colors)]
-        rgb, alpha, info = rasterize(*leaves, viewmat, K, width, height, sh_degree=3, backend=backend, with_depth=True)
+        rgb, alpha, info = rasterize(*leaves, viewmat, K, width, height, sh_degree=3, backend=backend, with_depth=True,
+                                    antialiased=antialiased)
         info["means2d"].retain_grad()
         depth = info["expected_depth"] * alpha  # accumulated depth, well-defined where alpha ~ 0
         loss = (rgb * w_rgb).sum() + (alpha * w_alpha).sum() + (depth * w_depth).sum()
@@ -73,7 +74,7 @@ def compare(n: int, width: int, height: int, seed: int, device: torch.device) ->
             **{f"grad_{name}": leaf.grad for name, leaf in zip(("means", "quats", "scales", "opacities", "colors"), leaves)},
         }
     ours, ref = out["torch"], out["gsplat"]
-    result = {"n": n, "width": width, "height": height, "seed": seed,
+    result = {"n": n, "width": width, "height": height, "seed": seed, "antialiased": antialiased,
               "radii_equal_fraction": float((ours["radii"] == ref["radii"]).all(-1).float().mean())}
     for key in ref:
         if key != "radii":
@@ -93,15 +94,17 @@ def main() -> int:
         print("gsplat_agreement needs CUDA (gsplat has no CPU rasterizer)", file=sys.stderr)
         return 2
     device = torch.device("cuda")
-    cases = [compare(n, w, h, seed, device) for n, w, h, seed in ((2000, 128, 96, 0), (20000, 256, 256, 1),
-                                                                  (100000, 512, 512, 2))]
+    sizes = ((2000, 128, 96, 0), (20000, 256, 256, 1), (100000, 512, 512, 2))
+    # Both image formations: classic, and the antialiased one the product trains with (Settings.antialiased).
+    cases = [compare(n, w, h, seed, device, antialiased) for antialiased in (False, True) for n, w, h, seed in sizes]
     worst = {}
     for case in cases:
         for key, value in case.items():
             if isinstance(value, dict):
+                key = f"{key} (antialiased)" if case["antialiased"] else key
                 worst[key] = max(worst.get(key, 0.0), value["rel_l2"])
     failures = [key for key, value in worst.items()
-                if value > (args.tol_render if key in ("rgb", "alpha", "depth") else args.tol_grad)]
+                if value > (args.tol_render if key.split()[0] in ("rgb", "alpha", "depth") else args.tol_grad)]
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "tolerance": {"render": args.tol_render, "grad": args.tol_grad},
               "worst_rel_l2": worst, "failures": failures, "cases": cases}
