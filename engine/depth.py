@@ -209,6 +209,22 @@ MOGE_LAYOUT = Layout(required=("model.pt",), small_files=())
 DEPTH_ANYTHING_LAYOUT = Layout(components=(("", TRANSFORMERS),), required=("config.json", "preprocessor_config.json"))
 
 
+def load_moge(checkpoint: Path, device: Any = "cpu"):
+    """MoGe-2 from its ``model.pt`` as MoGe's own ``from_pretrained`` loads it (a non-strict load
+    of the checkpoint's state dict), but built and read on ``device``: on a GPU its random
+    initialisation takes milliseconds instead of seconds on the CPU, and the tensors are copied
+    once.  (It cannot be built on the meta device: DINOv2's constructor reads tensor values.)"""
+    import torch
+    from moge.model.v2 import MoGeModel
+
+    device = torch.device(device)
+    data = torch.load(str(checkpoint), map_location=device, weights_only=True, mmap=device.type == "cuda")
+    with torch.device(device):
+        model = MoGeModel(**data["model_config"])
+    model.load_state_dict(data["model"], strict=False)
+    return model
+
+
 def _moge_checkpoint(path: Path) -> Path:
     return path / "model.pt" if path.is_dir() else path
 
@@ -220,12 +236,11 @@ class MoGeDepth:
 
     def __init__(self, ctx):
         import torch
-        from moge.model.v2 import MoGeModel
 
         self.ctx = ctx
         checkpoint = _moge_checkpoint(resolve_source(ctx, "moge", MOGE_LAYOUT))
-        model = MoGeModel.from_pretrained(checkpoint)
         self.device = torch.device(ctx.device)
+        model = load_moge(checkpoint, self.device)
         self.fp16 = self.device.type == "cuda"
         self.model = (model.half() if self.fp16 else model).to(self.device).eval()
 

@@ -448,3 +448,34 @@ def resolve_weights(ctx, model: str, layout: Layout | None = None) -> Resolved:
 def resolve_source(ctx, model: str, layout: Layout | None = None) -> Path:
     """Local path (file or folder) of the first usable source of ``model`` (see ``resolve_weights``)."""
     return resolve_weights(ctx, model, layout).path
+
+
+# --------------------------------------------------------------------------------------------
+# Loading without building twice
+
+
+def meta_loaded(build: Callable[[], object], state: dict, buffers: dict | None = None):
+    """``build()`` run on the meta device (no memory, no random initialisation, no use of the
+    global random generator) with ``state``'s tensors taken as its own (``assign=True``): the model
+    costs what reading its tensors costs, on whichever device they were read to.
+
+    ``buffers``: the non-persistent buffers (made from constants, so no checkpoint holds them), by
+    name.  Returns None when ``state`` does not match the model key for key, or leaves a
+    tensor unset; the caller then builds the model the ordinary way.
+    """
+    import itertools
+
+    import torch
+
+    with torch.device("meta"):
+        model = build()
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError:  # missing or unexpected keys, or other shapes
+        return None
+    for name, tensor in (buffers or {}).items():
+        owner, _, attribute = name.rpartition(".")
+        model.get_submodule(owner).register_buffer(attribute, tensor, persistent=False)
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        return None
+    return model

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -179,6 +179,7 @@ class Run:
     events: protocol.EventWriter
     should_stop: Callable[[], bool] = lambda: False
     memory: str = "low-vram"  # "low-vram": free each stage's models after it; "resident": keep them
+    prefetch: bool = False  # load every later stage's models on threads from the first stage that runs
     stage: str = ""
     pool: BackendPool = field(default_factory=BackendPool)
     input_depth: np.ndarray | None = None  # RGB-D input, read by the "given" geometry backend
@@ -296,68 +297,96 @@ class Run:
         )
 
     def backend(self, slot: str):
-        """The profile's backend for ``slot``, taken from the pool or created there."""
-        from importlib import import_module
-
-        from .profiles import SLOTS
-
+        """The profile's backend for ``slot``, taken from the pool (waiting for a prefetch) or created there."""
         if self.spec is not None and slot not in self.spec.slots:
             raise UndeclaredRead(f"stage {self.stage!r} used backend slot {slot!r}, which its StageSpec does not declare")
         name = self.backend_name(slot)
         if name is None:
             raise BadInputError(f"profile {self.profile.name!r} has no {slot.replace('_', ' ')} backend")
-        module = import_module(f"engine.{SLOTS[slot]}")
-        context = self.backend_context()
         if name == "given":  # holds this run's depth: never pooled
-            return module.create(name, context, depth=self.input_depth)
+            from importlib import import_module
+
+            from .profiles import SLOTS
+
+            return import_module(f"engine.{SLOTS[slot]}").create(name, self.backend_context(), depth=self.input_depth)
+        entry = self._start_load(slot, name)
+        return self._wait_for(entry)
+
+    def _start_load(self, slot: str, name: str) -> str:
+        """Start creating ``slot``'s backend on a worker thread unless the pool has it (or is
+        creating it) with the same options and weights; returns its pool entry."""
+        from importlib import import_module
+
+        from .profiles import SLOTS
+
+        module_name = SLOTS[slot]
+        context = self.backend_context()
         options: dict[str, Any] = {}
+        settings = self.all_settings  # a prefetch runs inside an earlier stage, which declares none of these
         if slot in ("background_inpaint", "expansion_inpaint", "sky_inpaint", "text_to_image") and name != "opencv":
-            options.update(steps=self.settings.inpaint_steps, guidance=self.settings.guidance,
-                           solver=self.settings.diffusion_solver, cuda_graphs=self.settings.cuda_graphs)
+            options.update(steps=settings.inpaint_steps, guidance=settings.guidance,
+                           solver=settings.diffusion_solver, cuda_graphs=settings.cuda_graphs)
         if slot == "layers":
             from .segment import LayerSettings
 
-            settings = self.settings
             options["settings"] = LayerSettings(**{name: getattr(settings, name) for name in LAYER_FIELDS})
-        models = self.model_sources()
-        key = json.dumps([name, self.device, repr(options), models], sort_keys=True)
+        key = json.dumps([name, self.device, repr(options), self.model_sources()], sort_keys=True)
         # One entry per backend (geometry and expansion geometry share one MoGe-2).
-        entry = f"{SLOTS[slot]}:{name}"
+        entry = f"{module_name}:{name}"
         pooled = self.pool.backends.get(entry)
         if pooled is None or pooled[0] != key:
             if pooled is not None:  # other settings or weights: never hold two copies of one model
                 _release([pooled[1]], self.device)
-            started = time.perf_counter()
-            self.pool.backends[entry] = (key, self._load(lambda: module.create(name, context, **options)))
-            log.info("loaded %s backend %r in %.2f s", slot, name, time.perf_counter() - started)
-        return self.pool.backends[entry][1]
+            self.pool.backends[entry] = (key, _load_on_thread(
+                lambda: import_module(f"engine.{module_name}").create(name, context, **options), slot, name))
+        return entry
 
-    def _load(self, create: Callable[[], Any]) -> Any:
-        """``create()`` on a worker thread while this one polls for a cancel every 50 ms.
+    def _wait_for(self, entry: str) -> Any:
+        """The pool's backend ``entry``, once loaded, while this thread polls for a cancel every 50 ms.
 
         A load is one long call with no check inside (importing segment-anything alone takes
         2.4 s, for torchvision): a cancel during it takes effect at once, and the load left
-        behind finishes on its thread and is released.
+        behind finishes on its thread and is released.  A failed load leaves the pool, so the
+        next use tries again, and raises here, in the stage that needs the model.
         """
-        import threading
         from concurrent.futures import Future, wait
 
-        future: Future = Future()
-
-        def work() -> None:
-            try:
-                future.set_result(create())
-            except BaseException as exc:  # handed to this thread by future.result()
-                future.set_exception(exc)
-
-        # A daemon: an engine exiting on a cancel does not wait for the load it left behind.
-        threading.Thread(target=work, name="backend-load", daemon=True).start()
-        while not wait([future], timeout=0.05).done:
+        key, loaded = self.pool.backends[entry]
+        if not isinstance(loaded, Future):
+            return loaded
+        while not wait([loaded], timeout=0.05).done:
             if self.should_stop():
-                device = self.device
-                future.add_done_callback(lambda f: f.exception() is None and _release([f.result()], device))
+                del self.pool.backends[entry]
+                _release([loaded], self.device)
                 self.check()
-        return future.result()
+        if loaded.exception() is not None:
+            del self.pool.backends[entry]
+            raise loaded.exception()
+        self.pool.backends[entry] = (key, loaded.result())
+        return loaded.result()
+
+    def prefetch_backends(self, stages: Sequence[str]) -> list[str]:
+        """Start loading the models ``stages`` will use, all at once on worker threads, so that
+        later stages' loads overlap the first stages' work (a resident engine's cold start).
+
+        Slots used only on some inputs are left to their stage: text to image without a prompt,
+        the caption with one, and the sky's inpainter (it is the expansion's model in every
+        profile, and an input without sky never needs it).  Returns the pool entries started.
+        """
+        request = self.job_request
+        skipped = {"sky_inpaint", "caption" if request.get("prompt") else "text_to_image"}
+        if request.get("image"):
+            skipped.add("text_to_image")
+        entries = []
+        for stage in stages:
+            for slot in STAGE_SPECS[stage].slots:
+                name = self.backend_name(slot)
+                if slot in skipped or name in (None, "given"):
+                    continue
+                entry = self._start_load(slot, name)
+                if entry not in entries:
+                    entries.append(entry)
+        return entries
 
     def backend_name(self, slot: str) -> str | None:
         # RGB-D input skips geometry estimation for the input view, whatever the profile.
@@ -396,11 +425,37 @@ class Run:
         return settings_key(relevant)
 
 
+def _load_on_thread(create: Callable[[], Any], slot: str, name: str):
+    """``create()`` started on a daemon thread (an engine exiting on a cancel does not wait for
+    a load it left behind); a Future of the backend."""
+    import threading
+    from concurrent.futures import Future
+
+    future: Future = Future()
+
+    def work() -> None:
+        started = time.perf_counter()
+        try:
+            future.set_result(create())
+        except BaseException as exc:  # handed to the waiting stage by Run._wait_for
+            future.set_exception(exc)
+        else:
+            log.info("loaded %s backend %r in %.2f s", slot, name, time.perf_counter() - started)
+
+    threading.Thread(target=work, name=f"backend-load-{slot}", daemon=True).start()
+    return future
+
+
 def _release(backends: list[Any], device: str) -> None:
+    """Free these backends (a load still running is freed when it finishes)."""
+    from concurrent.futures import Future
+
     if not backends:
         return
     for backend in backends:
-        if hasattr(backend, "release"):
+        if isinstance(backend, Future):
+            backend.add_done_callback(lambda f: f.exception() is None and _release([f.result()], device))
+        elif hasattr(backend, "release"):
             backend.release()
     backends.clear()
     if device.startswith("cuda"):
@@ -748,6 +803,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run, Path], None]] = {
 def run_job(run: Run) -> dict[str, str]:
     """Run (or resume) every stage; returns the result files relative to the job folder."""
     total = len(protocol.STAGES)
+    prefetched = not run.prefetch
     for index, stage in enumerate(protocol.STAGES):
         run.stage = stage
         run.check()
@@ -756,6 +812,9 @@ def run_job(run: Run) -> dict[str, str]:
         if run.job.is_done(stage, key):
             run.events.emit("stage_done", stage=stage, seconds=0.0, cached=True)
             continue
+        if not prefetched:  # from here on every stage runs (each one's key reads the one before)
+            run.prefetch_backends(protocol.STAGES[index:])
+            prefetched = True
         started = time.perf_counter()
         out = run.job.begin(stage)
         run.written = set()
@@ -824,10 +883,15 @@ def make_run(
     should_stop=lambda: False,
     memory: str = "low-vram",
     pool: BackendPool | None = None,
+    prefetch: bool | None = None,
 ) -> Run:
+    """The run of the job in ``job_dir``.  ``prefetch`` (default: resident on CUDA) loads the
+    models of every stage to run at once, overlapping the first stages (``Run.prefetch_backends``)."""
     job = JobFolder(job_dir)
     request = job.read()
     profile = get_profile(request["profile"])
     overrides = {**profile.settings, **(request.get("settings") or {})}
     settings = Settings.from_dict(overrides)
-    return Run(job, request, settings, profile, device, events, should_stop, memory, pool=pool or BackendPool())
+    if prefetch is None:
+        prefetch = memory == "resident" and device.startswith("cuda")
+    return Run(job, request, settings, profile, device, events, should_stop, memory, prefetch, pool=pool or BackendPool())

@@ -164,15 +164,17 @@ SAM_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 SAM_LAYOUT = Layout(small_files=("*.pth", "*.pt", "*.safetensors"))
 
 
-def load_state_dict(path: Path) -> dict[str, Any]:
-    """A checkpoint's tensors, never unpickling code."""
+def load_state_dict(path: Path, device: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint's tensors, read to ``device``, never unpickling code."""
     import torch
 
+    device = torch.device(device)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+        return load_file(str(path), device=str(device))
+    # Memory-mapped when the tensors go on to a GPU: read once, straight into the copies there.
+    state = torch.load(str(path), map_location=device, weights_only=True, mmap=device.type == "cuda")
     return state.get("model", state) if isinstance(state.get("model", None), dict) else state
 
 
@@ -255,9 +257,13 @@ def build_sam(arch: dict[str, Any]):
             iou_head_depth=arch["iou_head_depth"],
             iou_head_hidden_dim=arch["iou_head_hidden_dim"],
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=PIXEL_STATS["pixel_mean"],
+        pixel_std=PIXEL_STATS["pixel_std"],
     )
+
+
+# segment-anything's pixel normalisation: buffers its checkpoints do not hold (not persistent).
+PIXEL_STATS = {"pixel_mean": [123.675, 116.28, 103.53], "pixel_std": [58.395, 57.12, 57.375]}
 
 
 TINY_SAM_ARCH: dict[str, Any] = {
@@ -299,11 +305,21 @@ def sam_checkpoint(path: Path) -> Path:
     return found[0]
 
 
-def load_sam(path: Path):
-    state = load_state_dict(sam_checkpoint(path))
-    model = build_sam(sam_architecture(state))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+def load_sam(path: Path, device: Any = "cpu"):
+    """SAM from a checkpoint, its tensors read straight to ``device`` and built on the meta device
+    (ViT-H's 636M parameters are never randomly initialised only to be overwritten)."""
+    import torch
+
+    from .models import meta_loaded
+
+    state = load_state_dict(sam_checkpoint(path), device)
+    arch = sam_architecture(state)
+    stats = {name: torch.tensor(values, device=device).view(-1, 1, 1) for name, values in PIXEL_STATS.items()}
+    model = meta_loaded(lambda: build_sam(arch), state, stats)
+    if model is None:  # a checkpoint that does not match key for key: the strict error names the keys
+        model = build_sam(arch)
+        model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
 
 
 class SamLayers:
@@ -319,7 +335,7 @@ class SamLayers:
         self.device = torch.device(ctx.device)
         # fp16 weights on CUDA (ViT-H: 1.25 GB instead of 2.5); fp32 on the CPU, where fp16 is slow.
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.model = load_sam(resolve_source(ctx, "sam", SAM_LAYOUT)).to(self.device, dtype)
+        self.model = load_sam(resolve_source(ctx, "sam", SAM_LAYOUT), self.device).to(dtype=dtype)
         self.predictor = SamPredictor(self.model)
         # The generator's own IoU filter uses the paper's threshold; the rules apply it again.
         self.generator = SamAutomaticMaskGenerator(

@@ -120,6 +120,20 @@ def test_tiny_moge_round_trip_through_from_pretrained(cache_dir):
     assert hinted.valid.any()
 
 
+def test_moge_loads_as_moge_does_built_on_its_device(cache_dir):
+    import torch
+    from moge.model.v2 import MoGeModel
+
+    ctx = _ctx(cache_dir, {"moge": ("tiny:moge",)})
+    depth_mod.create("moge", ctx)  # builds the tiny checkpoint into the cache
+    checkpoint = depth_mod.Path(cache_dir) / "tiny" / "moge" / "model.pt"
+    ours, theirs = depth_mod.load_moge(checkpoint).eval(), MoGeModel.from_pretrained(checkpoint).eval()
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    image = torch.from_numpy(_image().transpose(2, 0, 1).copy())
+    a, b = ours.infer(image), theirs.infer(image)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
+
+
 # backend -> (its model, what the cancel names, its blocks in the order they run)
 NETWORK_BLOCKS = {
     "moge": ("MoGe-2", lambda m: [*m.encoder.backbone.blocks, m.neck, m.points_head]),

@@ -78,3 +78,95 @@ def test_a_cancel_during_a_model_load_stops_at_once_and_the_late_model_is_releas
     assert run.pool.backends == {}
     go.set()
     assert released.wait(5)  # the late model is freed, not kept
+
+
+def test_prefetch_starts_every_later_stage_model_on_threads_once(tmp_path, monkeypatch):
+    """A resident run's models load side by side from its first stage: each slot's backend is
+    created once, on a loader thread, and the stage that asks for it gets that same object."""
+    import threading
+
+    from engine import depth, inpaint, prompting, segment
+
+    created = []
+
+    def recording(module):
+        original = module.create
+
+        def create(name, ctx, **options):
+            created.append((module.__name__, name, threading.current_thread().name))
+            return original(name, ctx, **options)
+
+        monkeypatch.setattr(module, "create", create)
+
+    for module in (depth, inpaint, prompting, segment):
+        recording(module)
+    run = make_run(tmp_path, "offline")
+    entries = run.prefetch_backends(protocol.STAGES)
+    # The image job has no prompt: its caption loads, text to image does not; the RGB-D geometry is
+    # this run's own depth (never pooled); the sky's inpainter is the expansion's.
+    assert entries == ["segment:depth-edges", "prompting:colour-stats", "inpaint:opencv", "depth:completion"]
+    run.stage = "inpaint"
+    caption = run.backend("caption")
+    run.stage = "expand"
+    assert run.backend("expansion_inpaint") is run.backend("expansion_inpaint")
+    assert run.prefetch_backends(protocol.STAGES) == entries  # already there: nothing loads again
+    run.stage = "inpaint"
+    assert run.backend("caption") is caption
+    assert sorted(c[:2] for c in created) == sorted([("engine.prompting", "colour-stats"), ("engine.segment", "depth-edges"),
+                                                     ("engine.inpaint", "opencv"), ("engine.depth", "completion")])
+    assert all(thread.startswith("backend-load-") for _, _, thread in created)
+
+
+def test_a_prompt_job_prefetches_no_caption(tmp_path):
+    job = JobFolder(tmp_path / "prompt")
+    job.write({"profile": "offline", "image": job.import_file(EXAMPLE / "image.png", "source_image.png"), "prompt": "a courtyard"})
+    run = pipeline.make_run(job.root, protocol.EventWriter(io.StringIO()), device="cpu", memory="resident")
+    assert "prompting:colour-stats" not in run.prefetch_backends(protocol.STAGES)
+
+
+def test_a_failed_prefetch_fails_the_stage_that_needs_it_and_is_tried_again(tmp_path, monkeypatch):
+    from engine import segment
+    from engine.errors import MissingModelError
+
+    attempts = []
+
+    def missing(name, ctx, **options):
+        attempts.append(name)
+        raise MissingModelError("sam", ["tiny:nothing"], hint="put it there")
+
+    monkeypatch.setattr(segment, "create", missing)
+    run = make_run(tmp_path, "offline")
+    run.prefetch_backends(["segment"])
+    run.stage = "segment"
+    with pytest.raises(MissingModelError, match="sam"):  # raised where the model is used, not at the start
+        run.backend("layers")
+    assert run.pool.backends == {}
+    with pytest.raises(MissingModelError):
+        run.backend("layers")
+    assert len(attempts) == 2
+
+
+def test_prefetch_is_on_for_resident_cuda_runs_only(tmp_path):
+    job = JobFolder(tmp_path / "job")
+    job.write({"profile": "offline", "image": job.import_file(EXAMPLE / "image.png", "source_image.png")})
+    writer = protocol.EventWriter(io.StringIO())
+    assert pipeline.make_run(job.root, writer, device="cuda", memory="resident").prefetch
+    assert not pipeline.make_run(job.root, writer, device="cuda", memory="low-vram").prefetch
+    assert not pipeline.make_run(job.root, writer, device="cpu", memory="resident").prefetch
+
+
+def test_a_prefetched_resident_run_makes_the_same_world_as_a_low_vram_one(tmp_path, one_torch_thread):
+    """The tiny profile's real model classes, loaded side by side while the first stages run."""
+    from engine.__main__ import build_parser, prepare_job
+
+    worlds = {}
+    for label, memory, prefetch in (("low-vram", "low-vram", False), ("prefetched", "resident", True)):
+        job = tmp_path / label
+        prepare_job(build_parser().parse_args(
+            ["generate", str(EXAMPLE / "image.png"), "--out", str(job), "--profile", "tiny", "--device", "cpu",
+             "--resolution", "48", "--steps", "1", "--iterations", "3", "--set", "reprojections=0",
+             "--set", "inpaint_steps=1", "--set", "sam_points_per_side=2"]))
+        run = pipeline.make_run(job, protocol.EventWriter(io.StringIO()), device="cpu", memory=memory, prefetch=prefetch)
+        pipeline.run_job(run)
+        worlds[label] = [(job / name).read_bytes() for name in ("points.ply", "gaussians.ply")]
+    assert worlds["prefetched"] == worlds["low-vram"]

@@ -145,6 +145,35 @@ def test_tiny_sam_checkpoint_is_a_bare_state_dict(tiny_sam):
     assert all(torch.equal(loaded[k], state[k]) for k in state)
 
 
+def test_sam_loads_without_a_random_initialisation_into_the_same_model(tiny_sam):
+    """Built on the meta device: the global random generator is untouched (a load on a prefetch
+    thread cannot disturb the stage running beside it) and every tensor is the checkpoint's."""
+    import torch
+
+    _, cache = tiny_sam
+    path = cache / "tiny" / "sam" / "sam_tiny.pth"
+    before = torch.random.get_rng_state()
+    model = seg.load_sam(path)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    state = seg.load_state_dict(path)
+    reference = seg.build_sam(seg.sam_architecture(state))
+    reference.load_state_dict(state)
+    ours, theirs = dict(model.named_buffers()), dict(reference.named_buffers())
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)  # pixel_mean/std too
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters()))
+
+
+def test_a_sam_checkpoint_missing_a_tensor_is_refused_naming_it(tiny_sam, tmp_path):
+    import torch
+
+    _, cache = tiny_sam
+    state = seg.load_state_dict(cache / "tiny" / "sam" / "sam_tiny.pth")
+    del state["mask_decoder.iou_token.weight"]
+    torch.save(state, tmp_path / "cut.pth")
+    with pytest.raises(RuntimeError, match="mask_decoder.iou_token.weight"):
+        seg.load_sam(tmp_path / "cut.pth")
+
+
 def test_tiny_sam_runs_generator_and_prompts_end_to_end(tiny_sam):
     backend, _ = tiny_sam
     image = np.random.default_rng(1).random((H, W, 3), dtype=np.float32)
