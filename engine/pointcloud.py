@@ -63,6 +63,25 @@ class PointCloud:
         return PointCloud(self.xyz[mask], self.rgb[mask], self.radius[mask])
 
 
+@dataclass(frozen=True)
+class DevicePoints:
+    """A point cloud's arrays on one torch device: uploaded once for many renders."""
+
+    xyz: torch.Tensor  # [N, 3] float32
+    rgb: torch.Tensor  # [N, 3] float32
+    radius: torch.Tensor  # [N] float32
+
+    @classmethod
+    def of(cls, points: "PointCloud | DevicePoints", device: str | torch.device) -> "DevicePoints":
+        device = _as_device(device)
+        if isinstance(points, DevicePoints) and points.xyz.device == device:
+            return points
+        return cls(*(torch.as_tensor(a).to(device) for a in (points.xyz, points.rgb, points.radius)))
+
+    def __len__(self) -> int:
+        return int(self.xyz.shape[0])
+
+
 def _focal(camera: Camera) -> float:
     # Geometric mean: the pixel footprint of a non-square-pixel camera as one number.
     return float(np.sqrt(camera.K[0, 0] * camera.K[1, 1]))
@@ -179,7 +198,7 @@ def _fill_gaps(index: torch.Tensor, depth: torch.Tensor, tolerance: float) -> to
 
 
 def render_points(
-    points: PointCloud,
+    points: PointCloud | DevicePoints,
     camera: Camera,
     *,
     device: str | torch.device = "cpu",
@@ -196,7 +215,7 @@ def render_points(
     cracks; with ``gap_tolerance`` set, an empty pixel between two covered pixels whose depths
     agree within that relative tolerance (one surface, so a sampling crack, not a
     disocclusion) takes the nearer neighbour's point.  Points nearer than ``near`` (metres, in
-    front of the camera) are ignored.
+    front of the camera) are ignored.  ``DevicePoints`` render without being uploaded again.
     """
     device = _as_device(device)
     height, width = camera.height, camera.width
@@ -207,8 +226,8 @@ def render_points(
             np.ones((height, width), bool),
             np.full((height, width), -1, np.int64),
         )
-    xyz = torch.from_numpy(points.xyz).to(device)
-    radius = torch.from_numpy(points.radius).to(device)
+    points = DevicePoints.of(points, device)
+    xyz, radius = points.xyz, points.radius
     index = _zbuffer(xyz, radius, camera, footprint_scale, near)  # [H*W]
     w2c = torch.as_tensor(camera.world_to_camera, dtype=torch.float32, device=device)
 
@@ -222,7 +241,7 @@ def render_points(
     hit = index >= 0
     safe = index.clamp(min=0)
     depth = depth_of(index)
-    rgb = torch.from_numpy(points.rgb).to(device)[safe] * hit[:, None]
+    rgb = points.rgb[safe] * hit[:, None]
     return PointRender(
         image=rgb.reshape(height, width, 3).cpu().numpy(),
         depth=depth.reshape(height, width).cpu().numpy(),

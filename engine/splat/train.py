@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import colour
-from ..cameras import Camera, rigid_inverse, transform_points
+from ..cameras import Camera, rigid_inverse
 from ..errors import Cancelled
 from .gaussians import Gaussians, rgb_to_sh0, sh_coeff_count
 from .rasterize import rasterize, resolve_backend
@@ -390,13 +390,18 @@ def make_reprojection_views(
     ``engine.pointcloud.render_points``.
     """
     if render is None:
-        from ..pointcloud import render_points as render
+        from ..pointcloud import DevicePoints, render_points as render
+
+        points = DevicePoints.of(points, device)  # one upload for every view
     rng = np.random.default_rng(seed)
-    xyz = np.asarray(points.xyz, np.float64)
+    xyz = torch.as_tensor(points.xyz).to(device, torch.float64)
     views = []
     for cam in cameras:
-        z = transform_points(cam.world_to_camera, xyz)[:, 2] if len(xyz) else np.zeros(0)
-        pivot = float(np.median(z[z > 0])) if np.any(z > 0) else 1.0
+        w2c = torch.as_tensor(cam.world_to_camera[2], dtype=torch.float64, device=xyz.device)
+        z = xyz @ w2c[:3] + w2c[3]
+        front = z[z > 0]
+        n = len(front)  # numpy's median: the mean of the middle two (quantile() refuses > 2^24 values)
+        pivot = float(front.kthvalue((n + 1) // 2).values + front.kthvalue(n // 2 + 1).values) / 2 if n else 1.0
         for j in range(per_camera):
             angles = np.radians(rng.uniform(-jitter_deg, jitter_deg, size=3))
             jittered = cam.with_pose(_orbit_jitter(cam, pivot, angles), name=f"{cam.name}~{j}")
