@@ -337,3 +337,17 @@ def test_the_end_of_a_long_prompt_changes_the_inpainting_and_no_truncation_warni
         blue = sd.inpaint(image, mask, prompt=LONG_PROMPT + " blue", seed=1)
     assert not np.array_equal(red[mask], blue[mask])
     assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+
+
+def test_the_two_inpainters_loaded_side_by_side_still_share_one_sd_copy(ctx, tmp_path):
+    """A prefetching run creates both backends on two threads at once: one copy of the weights."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = shutil.copytree(resolve_source(ctx, "sd-inpaint"), tmp_path / "sd-inpaint")  # none loaded yet
+    own = BackendContext(
+        profile=ctx.profile, cache_dir=ctx.cache_dir, allow_download=False, model_overrides={"sd-inpaint": str(folder)}
+    )
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda name: inpaint.create(name, own, steps=2), ("sd-controlnet-depth", "sd-inpaint"))
+    assert a.base is b.base and a.pipe.unet is b.pipe.unet
