@@ -25,7 +25,6 @@ The background layer's depth inside a hole comes from ``engine.depth_geometry.co
 from __future__ import annotations
 
 import math
-import threading
 import weakref
 from pathlib import Path
 from typing import Callable, Protocol
@@ -318,18 +317,17 @@ def prompt_embeddings(pipe, prompt: str, negative_prompt: str, guided: bool) -> 
 # components (UNet, VAE, text encoder, tokenizer) per weights folder and device, ~2 GB of VRAM
 # saved.  Weak values: the components are freed once no backend holds them.
 _SD_INPAINT = weakref.WeakValueDictionary()
-_SD_INPAINT_LOCK = threading.Lock()  # the two backends load side by side when a run prefetches
 
 
 def sd_inpaint_pipeline(ctx):
     """The shared ``StableDiffusionInpaintPipeline`` of the profile's ``sd-inpaint`` weights on ``ctx.device``."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    from .models import resolve_weights
+    from .models import LOADING, resolve_weights
 
     resolved = resolve_weights(ctx, "sd-inpaint", SD_LAYOUT)
     key = (str(Path(resolved.path).resolve()), str(ctx.device))
-    with _SD_INPAINT_LOCK:
+    with LOADING:
         pipe = _SD_INPAINT.get(key)
         if pipe is None:
             pipe = load_sd_pipeline(StableDiffusionInpaintPipeline, resolved, ctx.device)

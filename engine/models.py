@@ -40,6 +40,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -127,7 +128,8 @@ def _build_once(ctx, kind: str, name: str, find_builder: Callable[[str], TinyBui
     # that a later run would load.
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
     try:
-        builder(staging)
+        with LOADING:
+            builder(staging)
         (staging / _COMPLETE).write_text(stamp)
         if folder.exists():
             shutil.rmtree(folder)
@@ -452,6 +454,12 @@ def resolve_source(ctx, model: str, layout: Layout | None = None) -> Path:
 
 # --------------------------------------------------------------------------------------------
 # Loading without building twice
+
+# Models are built one at a time in the process, whichever thread loads them: diffusers'
+# ``from_pretrained`` builds inside accelerate's ``init_empty_weights``, which patches
+# ``nn.Module.register_parameter`` for every thread, so a model built meanwhile got meta
+# parameters, and two such loads unwinding out of order left the patch on for good.
+LOADING = threading.RLock()
 
 
 def meta_loaded(build: Callable[[], object], state: dict, buffers: dict | None = None):

@@ -427,16 +427,20 @@ class Run:
 
 def _load_on_thread(create: Callable[[], Any], slot: str, name: str):
     """``create()`` started on a daemon thread (an engine exiting on a cancel does not wait for
-    a load it left behind); a Future of the backend."""
+    a load it left behind); a Future of the backend.  Loads run one after another
+    (``models.LOADING``), beside the stages' work rather than beside each other."""
     import threading
     from concurrent.futures import Future
+
+    from .models import LOADING
 
     future: Future = Future()
 
     def work() -> None:
-        started = time.perf_counter()
         try:
-            future.set_result(create())
+            with LOADING:
+                started = time.perf_counter()
+                future.set_result(create())
         except BaseException as exc:  # handed to the waiting stage by Run._wait_for
             future.set_exception(exc)
         else:

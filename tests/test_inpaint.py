@@ -339,15 +339,25 @@ def test_the_end_of_a_long_prompt_changes_the_inpainting_and_no_truncation_warni
     assert not [r for r in caplog.records if "truncated" in r.getMessage()]
 
 
-def test_the_two_inpainters_loaded_side_by_side_still_share_one_sd_copy(ctx, tmp_path):
-    """A prefetching run creates both backends on two threads at once: one copy of the weights."""
+def test_two_inpainters_prefetched_at_once_share_one_sd_copy_and_no_meta_tensors(ctx, tmp_path):
+    """A prefetching run starts both backends' loads on threads at once.  Built side by side,
+    accelerate's process-wide meta patch (diffusers' ``from_pretrained``) gave one model the
+    other's meta parameters and stayed on for every later model; loads now take turns."""
+    import itertools
     import shutil
-    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from engine.pipeline import _load_on_thread
 
     folder = shutil.copytree(resolve_source(ctx, "sd-inpaint"), tmp_path / "sd-inpaint")  # none loaded yet
     own = BackendContext(
         profile=ctx.profile, cache_dir=ctx.cache_dir, allow_download=False, model_overrides={"sd-inpaint": str(folder)}
     )
-    with ThreadPoolExecutor(2) as pool:
-        a, b = pool.map(lambda name: inpaint.create(name, own, steps=2), ("sd-controlnet-depth", "sd-inpaint"))
+    loads = [_load_on_thread(lambda name=name: inpaint.create(name, own, steps=2), "expansion_inpaint", name)
+             for name in ("sd-controlnet-depth", "sd-inpaint")]
+    a, b = (load.result(timeout=120) for load in loads)
     assert a.base is b.base and a.pipe.unet is b.pipe.unet
+    modules = [a.pipe.unet, a.pipe.vae, a.pipe.text_encoder, a.pipe.controlnet]
+    assert not [t for m in modules for t in itertools.chain(m.parameters(), m.buffers()) if t.is_meta]
+    assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # nothing left patched

@@ -1,6 +1,7 @@
 """The pipeline's backend pool: one copy of each model, shared across slots and runs."""
 
 import io
+import time
 
 import pytest
 
@@ -170,3 +171,33 @@ def test_a_prefetched_resident_run_makes_the_same_world_as_a_low_vram_one(tmp_pa
         pipeline.run_job(run)
         worlds[label] = [(job / name).read_bytes() for name in ("points.ply", "gaussians.ply")]
     assert worlds["prefetched"] == worlds["low-vram"]
+
+
+def test_backend_loads_started_together_run_one_after_another():
+    """Models built at once on two threads corrupt each other (accelerate's meta patch is process-wide):
+    a second load waits until the first has finished."""
+    import threading
+
+    from engine.pipeline import _load_on_thread
+
+    release, events = threading.Event(), []
+
+    def slow():
+        events.append("first started")
+        release.wait(10)
+        events.append("first done")
+        return "first"
+
+    def quick():
+        events.append("second started")
+        return "second"
+
+    first = _load_on_thread(slow, "geometry", "slow")
+    while not events:
+        time.sleep(0.01)
+    second = _load_on_thread(quick, "layers", "quick")
+    time.sleep(0.3)
+    assert events == ["first started"] and not second.done()
+    release.set()
+    assert (first.result(10), second.result(10)) == ("first", "second")
+    assert events == ["first started", "first done", "second started"]
