@@ -134,6 +134,21 @@ def test_moge_loads_as_moge_does_built_on_its_device(cache_dir):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
 
 
+@pytest.mark.gpu
+def test_moge_built_and_read_on_cuda_holds_the_checkpoints_tensors(cache_dir):
+    """On CUDA the model is built there and the checkpoint read there (memory-mapped): every tensor on the card, equal to the file's."""
+    import torch
+
+    ctx = _ctx(cache_dir, {"moge": ("tiny:moge",)})
+    depth_mod.create("moge", ctx)
+    checkpoint = depth_mod.Path(cache_dir) / "tiny" / "moge" / "model.pt"
+    model = depth_mod.load_moge(checkpoint, "cuda")
+    saved = torch.load(str(checkpoint), map_location="cpu", weights_only=True)["model"]
+    state = model.state_dict()
+    assert all(t.device.type == "cuda" for t in state.values())
+    assert all(torch.equal(state[k].cpu(), v) for k, v in saved.items() if k in state)
+
+
 # backend -> (its model, what the cancel names, its blocks in the order they run)
 NETWORK_BLOCKS = {
     "moge": ("MoGe-2", lambda m: [*m.encoder.backbone.blocks, m.neck, m.points_head]),

@@ -276,8 +276,9 @@ def train_gaussians(
     lrs = {"means": cfg.means_lr * scale, "quats": cfg.quats_lr, "scales": cfg.scales_lr,
            "opacities": cfg.opacities_lr, "sh0": cfg.sh0_lr, "shN": cfg.shN_lr}
     betas = (max(0.0, 1 - batch * (1 - 0.9)), max(0.0, 1 - batch * (1 - 0.999)))
+    # Fused on CUDA: one kernel per parameter a step instead of a dozen (the step is launch-bound).
     optimizers = {name: torch.optim.Adam([{"params": params[name], "lr": lr * root, "name": name}],
-                                         eps=1e-15 / root, betas=betas)
+                                         eps=1e-15 / root, betas=betas, fused=device.type == "cuda")
                   for name, lr in lrs.items()}
     strategy = _strategy_class()(
         prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
