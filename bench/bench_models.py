@@ -531,6 +531,7 @@ def command_e2e(args, result: dict, save) -> None:
             write_profile(profiler, args.out / "e2e_cprofile.txt")
             record["cprofile"] = "e2e_cprofile.txt"
         record["label"] = f"{label} {args.memory}" + (f" {spec.partition(',')[2]}" if "," in spec else "")
+        record["warm"] = label == "warm"
         if label == "cold":
             record["since_process_start_s"] = round(time.perf_counter() - PROCESS_START, 2)
         result["runs"].append(record)
