@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One device call: where a cold run's time goes — cProfile of the first generate run of a fresh
+# process after set-up (profile `bench`, 512², N = 8, resident; the loading threads are not profiled,
+# only the stages' thread and its waits).
+#   run: bash bench/gpu_session.sh bench/gpu_cold_profile.sh:300   (carry .whl)
+set -uo pipefail
+source bench/gpu_env.sh
+OUT=${OUT:-/tmp/out}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+python3 -m engine warmup --device cuda | tail -1  # gsplat's CUDA, once
+python3 bench/bench_models.py build > /dev/null
+python3 bench/bench_models.py e2e --runs 8 --cprofile --out "$OUT"  # one run: the cold one is the profiled last
