@@ -2,7 +2,7 @@
 
 Each Gaussian is a screen-aligned quad whose vertex shader projects the 3D covariance as the
 engine's rasterizer does (EWA: the Jacobian at the mean, clamped to 1.3x the frustum, plus the
-0.3 px^2 anti-aliasing blur), sized to the engine's box (``min(3.33, sqrt(2 ln(255 o)))`` sigma);
+EPS2D = 0.3 px^2 anti-aliasing blur), sized to the engine's box (``min(3.33, sqrt(2 ln(255 o)))`` sigma);
 the fragment shader evaluates the 2D Gaussian, clamps alpha at 0.999 and drops it below 1/255.
 Quads are drawn back to front (re-sorted on the CPU whenever the view moves) with premultiplied
 blending of linear colours, the engine's image-formation model (engine/colour.py).
@@ -18,6 +18,7 @@ import gpu
 import numpy as np
 
 from ..engine import colour
+from ..engine.gaussian_math import EPS2D
 from .sky_world import SKY_PROPERTY
 
 VIEWPORT_BUDGET = 250_000
@@ -41,13 +42,13 @@ void main()
     /* rows of the Jacobian of (fx x / -z, fy y / -z) with respect to view coordinates */
     vec3 j0 = vec3(fx / z, 0.0, fx * tx / (z * z));
     vec3 j1 = vec3(0.0, fy / z, fy * ty / (z * z));
-    float a = dot(j0, cov * j0) + 0.3;
+    float a = dot(j0, cov * j0) + EPS2D;
     float b = dot(j0, cov * j1);
-    float c = dot(j1, cov * j1) + 0.3;
+    float c = dot(j1, cov * j1) + EPS2D;
     float det = a * c - b * b;
     float o = rgba.a;
 #ifdef ANTIALIASED
-    o *= sqrt(max((a - 0.3) * (c - 0.3) - b * b, 0.0) / det);  /* gsplat's antialiased mode: the blur keeps coverage */
+    o *= sqrt(max((a - EPS2D) * (c - EPS2D) - b * b, 0.0) / det);  /* gsplat's antialiased mode: the blur keeps coverage */
 #endif
     float extend = min(3.33, sqrt(2.0 * log(max(o, 1.0 / 255.0) * 255.0)));
     vec2 radius = extend * sqrt(vec2(a, c));
@@ -90,6 +91,7 @@ def shader(antialiased: bool = False) -> gpu.types.GPUShader:
         info.fragment_out(0, "VEC4", "fragColor")
         info.vertex_source(_VERTEX)
         info.fragment_source(_FRAGMENT)
+        info.define("EPS2D", f"{EPS2D!r}")  # the engine's blur, one constant (engine/gaussian_math.py)
         if antialiased:
             info.define("ANTIALIASED")
         _shaders[antialiased] = gpu.shader.create_from_info(info)
