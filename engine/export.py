@@ -20,7 +20,7 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from . import colour
-from .gaussian_math import ANTIALIASED_COMMENT
+from .gaussian_math import ANTIALIASED_COMMENTS, antialiased_from_comments
 from .job import atomic_path
 from .splat.gaussians import Gaussians
 
@@ -83,7 +83,7 @@ def write_gaussians_ply(path: Path | str, gaussians: Gaussians) -> None:
     vertex = np.empty(n, dtype=[(name, "f4") for name in names])
     for i, name in enumerate(names):
         vertex[name] = columns[:, i]
-    _write(path, PlyElement.describe(vertex, "vertex"), [ANTIALIASED_COMMENT] if g.antialiased else [])
+    _write(path, PlyElement.describe(vertex, "vertex"), list(ANTIALIASED_COMMENTS) if g.antialiased else [])
 
 
 def read_gaussians_ply(path: Path | str, device: torch.device | str = "cpu") -> Gaussians:
@@ -110,5 +110,5 @@ def read_gaussians_ply(path: Path | str, device: torch.device | str = "cpu") -> 
         opacities=cols(["opacity"])[:, 0],
         sh0=sh0,
         shN=shN,
-        antialiased=ANTIALIASED_COMMENT in ply.comments,  # other writers: classic, 3DGS's own
+        antialiased=antialiased_from_comments(ply.comments),  # unmarked: classic, 3DGS's own
     )

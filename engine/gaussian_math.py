@@ -13,6 +13,21 @@ EPS2D = 0.3  # px^2: the blur added to every projected 2D covariance (gsplat's e
 # opacity times sqrt(det S / det(S + EPS2D I)), so the blur keeps a Gaussian's coverage (a pixel filter's
 # effect; Cycles' Gaussian filter of the same variance reproduces it).  Without it: "classic".
 ANTIALIASED_COMMENT = "gen3d rasterize_mode antialiased"
+# Other tools' marks of the same training mode in a PLY header, as splat-transform's README and
+# PlayCanvas' anti-aliasing page list them (read 2026-12-03; tests/data/splat-formats/README.md): Brush
+# and splat-transform write "SplatRenderMode: mip" (or "default"), Postshot "antialiased 1" (or 0;
+# PlayCanvas also names "postshot.anti_aliasing=1").  The last mark in the header wins.  We write
+# ours and Brush's, so that those viewers render our files in the mode they were trained in.
+ANTIALIASED_COMMENTS = (ANTIALIASED_COMMENT, "SplatRenderMode: mip")
+_MARKS = {ANTIALIASED_COMMENT.lower(): True, "splatrendermode: mip": True, "splatrendermode mip": True,
+          "splatrendermode: default": False, "antialiased 1": True, "antialiased 0": False,
+          "postshot.anti_aliasing=1": True, "postshot.anti_aliasing=0": False}
+
+
+def antialiased_from_comments(comments) -> bool:
+    """Whether a PLY header's comment lines (their text) mark Gaussians trained antialiased."""
+    marks = [_MARKS[c.strip().lower()] for c in comments if c.strip().lower() in _MARKS]
+    return marks[-1] if marks else False
 
 # Real SH constants of the 3DGS reference (its sign and order conventions).
 SH_C0 = 0.28209479177387814

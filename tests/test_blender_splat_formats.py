@@ -63,6 +63,23 @@ def test_spz_export_round_trip(clean_scene, addon, tmp_path):
     assert back.shN.shape == (len(source), 15, 3)
 
 
+@pytest.mark.engine
+@pytest.mark.parametrize("name", ["antialiased.spz", "antialiased.sog", "antialiased.compressed.ply", "source.spz"])
+def test_the_training_mode_other_tools_recorded_is_imported_and_exported(clean_scene, addon, tmp_path, name):
+    """splat-transform 3.10.2's antialiased files import antialiased (the draw and Cycles' filter follow
+    it); an SPZ exported from such an object carries the flag again."""
+    import struct
+
+    import bpy
+
+    importers = addon.gen3d_addon.importers
+    assert bpy.ops.gen3d.import_gaussians(filepath=str(DATA / name)) == {"FINISHED"}
+    expected = name.startswith("antialiased")
+    assert bool(bpy.context.active_object.data.get(importers.ANTIALIASED)) is expected
+    assert bpy.ops.gen3d.export_spz(filepath=str(tmp_path / "out.spz")) == {"FINISHED"}
+    assert struct.unpack("<IIIBBBB", (tmp_path / "out.spz").read_bytes()[:16])[5] == int(expected)
+
+
 def test_unsupported_files_say_what_they_are(clean_scene, addon, tmp_path):
     import bpy
 

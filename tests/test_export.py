@@ -71,7 +71,7 @@ def test_gaussian_ply_round_trip_is_exact_to_float_rounding(tmp_path, degree):
     assert back.sh_degree == degree
 
 
-def test_the_image_formation_travels_in_a_header_comment_other_readers_skip(tmp_path):
+def test_the_image_formation_travels_in_header_comments_ours_and_brushs(tmp_path):
     from dataclasses import replace
 
     from engine.gaussian_math import ANTIALIASED_COMMENT
@@ -81,11 +81,14 @@ def test_the_image_formation_travels_in_a_header_comment_other_readers_skip(tmp_
         write_gaussians_ply(path, replace(random_gaussians(5, degree=1), antialiased=antialiased))
         ply = PlyData.read(str(path))
         assert (ANTIALIASED_COMMENT in ply.comments) is antialiased
+        assert ("SplatRenderMode: mip" in ply.comments) is antialiased  # splat-transform, PlayCanvas, Brush
         assert read_gaussians_ply(path).antialiased is antialiased
     # A PLY from another 3DGS writer (no such comment) renders as 3DGS's own viewers do: classic.
     ply = PlyData.read(str(tmp_path / "True.ply"))
     PlyData(ply.elements, text=False, byte_order="<", comments=["written by another tool"]).write(str(tmp_path / "other.ply"))
     assert read_gaussians_ply(tmp_path / "other.ply").antialiased is False
+    PlyData(ply.elements, text=False, byte_order="<", comments=["SplatRenderMode: mip"]).write(str(tmp_path / "brush.ply"))
+    assert read_gaussians_ply(tmp_path / "brush.ply").antialiased is True
 
 
 def test_points_ply_and_atomic_write(tmp_path):
