@@ -6,8 +6,7 @@
 set -uo pipefail
 source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+record_device
 python3 -m engine warmup --device cuda | tail -1  # gsplat's CUDA, once
 python3 bench/bench_models.py build > /dev/null
 python3 bench/bench_models.py e2e --runs 8 --cprofile --out "$OUT"  # one run: the cold one is the profiled last

@@ -10,3 +10,9 @@ fi
 export PYTHONPATH=/tmp/site MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
 export GEN3D_CACHE=${GEN3D_CACHE:-/tmp/gen3d-cache}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$GEN3D_CACHE/torch_extensions}  # also for tests with their own cache
+# $OUT/device.txt: the card, its driver and the date (UTC) of a call's results.  (Not a commit: the
+# device machine's copy of the tree does not carry this checkout's HEAD.)
+record_device() {
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+  date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+}

@@ -9,8 +9,7 @@ set -uo pipefail
 source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
 ITERATIONS=${ITERATIONS:-}  # empty: the product default schedule on CUDA (engine/splat/train.py)
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+record_device
 # The three scenes side by side on the one GPU (each process ~5 GB); levels in turn, sharing one jobs
 # folder per scene so true_depth (the same at every level) is trained once.  gsplat builds its CUDA
 # once (~90 s; the other processes wait on its lock).

@@ -6,8 +6,7 @@
 set -uo pipefail
 source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"; git log -1 --format=%h >> "$OUT/device.txt" 2>/dev/null
+record_device
 python3 -m engine warmup --device cuda | tail -1  # gsplat's CUDA, once
 python3 bench/gsplat_agreement.py > /dev/null; echo "gsplat_agreement exit $?"
 python3 bench/bench_models.py build > /dev/null

@@ -6,8 +6,7 @@
 set -uo pipefail
 source bench/gpu_env.sh
 OUT=${OUT:-/tmp/out}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-date -u +%Y-%m-%dT%H:%MZ >> "$OUT/device.txt"
+record_device
 python3 -m engine warmup --device cuda | tail -1  # gsplat's CUDA, once
 python3 bench/sky_layer.py --device cuda --resolution 512 --steps 4 --default-schedule --seeds ${SEEDS:-0 1 2} --out /tmp/sky-layer
 cp /tmp/sky-layer/sky_layer.json "$OUT/"
