@@ -1,5 +1,6 @@
 """The math of one 3D Gaussian shared by the engine's rasterizer and the add-on's transforms
-(a boundary module, like colour.py): the real SH basis and a quaternion's rotation matrix.
+(a boundary module, like colour.py): the real SH basis and a quaternion's rotation matrix, and the
+PLY header marks of the image formation the Gaussians were trained in.
 
 Each function takes the components of a numpy array or a torch tensor and returns the terms as a
 list, using only operators both share; the caller stacks them (``np.stack`` / ``torch.stack``),
@@ -28,6 +29,20 @@ def antialiased_from_comments(comments) -> bool:
     """Whether a PLY header's comment lines (their text) mark Gaussians trained antialiased."""
     marks = [_MARKS[c.strip().lower()] for c in comments if c.strip().lower() in _MARKS]
     return marks[-1] if marks else False
+
+
+def ply_comments(path) -> list[str]:
+    """A PLY header's ``comment`` lines (their text), in order; only the header is read (and at
+    most 10,000 comments of it, should a file have no ``end_header``)."""
+    comments = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            words = line.decode("ascii", "replace").strip()
+            if words == "end_header" or len(comments) > 10_000:
+                break
+            if words.startswith("comment "):
+                comments.append(words[len("comment "):])
+    return comments
 
 # Real SH constants of the 3DGS reference (its sign and order conventions).
 SH_C0 = 0.28209479177387814

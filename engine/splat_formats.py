@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import protocol
 from .errors import BadInputError
-from .gaussian_math import ANTIALIASED_COMMENTS, antialiased_from_comments
+from .gaussian_math import ANTIALIASED_COMMENTS, antialiased_from_comments, ply_comments
 
 READS = {".ply": "PLY (standard or PlayCanvas compressed)", ".spz": "Niantic SPZ", ".sog": "PlayCanvas SOG"}
 WRITES = {".ply": "standard 3DGS PLY", ".spz": "Niantic SPZ v4"}
@@ -78,14 +78,7 @@ def trained_antialiased(path: Path) -> bool:
         if suffix == ".sog":
             with zipfile.ZipFile(path) as bundle:
                 return json.loads(bundle.read("meta.json")).get("model") == "antialiased"
-        comments = []
-        with path.open("rb") as raw:
-            for line in raw:
-                if line.strip() == b"end_header" or len(comments) > 10_000:
-                    break
-                if line.startswith(b"comment "):
-                    comments.append(line[len(b"comment "):].decode("latin-1"))
-        return antialiased_from_comments(comments)
+        return antialiased_from_comments(ply_comments(path))
     except (OSError, EOFError, KeyError, ValueError, gzip.BadGzipFile, zipfile.BadZipFile):
         return False  # read() says what is wrong with the file
 
@@ -112,12 +105,13 @@ def write(path: Path, data, antialiased: bool = False) -> None:
 
 
 def _add_ply_comments(path: Path, comments) -> None:
-    """``comments`` right after the header's ``ply`` line, the rest copied unchanged."""
+    """``comments`` right after the header's ``ply`` and ``format`` lines (where strict readers
+    want those two), the rest copied unchanged."""
     import shutil
 
     staged = path.with_name(path.name + ".comment")
     with path.open("rb") as source, staged.open("wb") as out:
-        out.write(source.readline())  # "ply"
+        out.write(source.readline() + source.readline())  # "ply", "format ..."
         out.write("".join(f"comment {c}\n" for c in comments).encode())
         shutil.copyfileobj(source, out, 1 << 20)
     staged.replace(path)

@@ -27,7 +27,7 @@ import mathutils
 import numpy as np
 
 from ..engine import cameras
-from ..engine.gaussian_math import ANTIALIASED_COMMENTS, SH_C0, antialiased_from_comments
+from ..engine.gaussian_math import ANTIALIASED_COMMENTS, SH_C0, antialiased_from_comments, ply_comments
 from . import nodes, ply, sky_world, splat_draw, transform
 
 COLLECTION_PREFIX = "Gen3D"
@@ -134,7 +134,7 @@ def read_gaussians(path: Path | str) -> dict:
         "layout": [(name, vertices.dtype[name].str[1:]) for name in names],
         # where f_rest can be read again (gaussians_object refers to it instead of copying it)
         "source": {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-        "antialiased": antialiased_from_comments(ply.read_comments(path)),  # its image formation (engine.gaussian_math)
+        "antialiased": antialiased_from_comments(ply_comments(path)),  # its image formation (engine.gaussian_math)
     }
 
 

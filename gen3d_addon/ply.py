@@ -66,19 +66,6 @@ def read_vertices(path: Path | str) -> np.ndarray:
     return data
 
 
-def read_comments(path: Path | str) -> list[str]:
-    """The header's ``comment`` lines (their text), in order."""
-    comments = []
-    with open(path, "rb") as handle:
-        for line in handle:
-            words = line.decode("ascii", "replace").strip()
-            if words == "end_header":
-                break
-            if words.startswith("comment "):
-                comments.append(words[len("comment "):])
-    return comments
-
-
 def write_vertices(path: Path | str, data: np.ndarray, comments: list[str] = ()) -> None:
     """Write a structured array as the vertex element of a binary little-endian PLY."""
     header = ["ply", "format binary_little_endian 1.0", *(f"comment {c}" for c in comments), f"element vertex {len(data)}"]
