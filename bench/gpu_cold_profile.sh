@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: where a cold run's time goes — cProfile of the first generate run of a fresh
-# process after set-up (profile `bench`, 512², N = 8, resident; the loading threads are not profiled,
-# only the stages' thread and its waits).
+# process after set-up (profile `bench`, 512², N = 8, resident; its totals add up every thread's
+# time, the loading threads' included, so they exceed the run's wall time).
 #   run: bash bench/gpu_session.sh bench/gpu_cold_profile.sh:300   (carry .whl)
 set -uo pipefail
 source bench/gpu_env.sh
