@@ -9,7 +9,8 @@
   Transform gave them).  Store SH in .blend (or a re-run of the job, which rewrites the PLY)
   copies them into ``f_rest_*`` attributes, as a file that was converted on import has them.
 * Geometry nodes draw them: points through Mesh to Points, Gaussians as unrealised instances of
-  one ico sphere, rotated by the ``rot`` quaternion and scaled by ``Scale`` standard deviations.
+  one quad facing the scene camera (the engine's compositing order), each carrying the matrix
+  its material evaluates the Gaussian (``rot``, ``scale``) through.
   The viewport shows a fraction of them (Random Value + Is Viewport) as points; render uses all.
 * Results of a job live in their own collection, parented to an empty at the input camera's
   frame (the engine world is that camera's OpenCV frame), so they line up with the Blender
@@ -232,23 +233,24 @@ def _rgba(rgb: np.ndarray) -> np.ndarray:
 
 def _attribute_sum(tree, name: str, output: str, location):
     """``name`` read from the geometry and from the instancer, added: one of them is always
-    absent (reads zero), so the material works on points and on instanced ellipsoids alike."""
+    absent (reads zero), so the material works on points and on instanced quads alike."""
     x, y = location
     geometry = nodes.node(tree, "ShaderNodeAttribute", (x, y), attribute_name=name, attribute_type="GEOMETRY")
     instancer = nodes.node(tree, "ShaderNodeAttribute", (x, y - 180), attribute_name=name, attribute_type="INSTANCER")
-    vector = output == "Color"
+    vector = output in ("Color", "Vector")
     add = nodes.node(tree, "ShaderNodeVectorMath" if vector else "ShaderNodeMath", (x + 200, y - 90), operation="ADD")
     nodes.link(tree, geometry, output, add, "Vector" if vector else "Value")
     tree.links.new(nodes.socket(instancer.outputs, output), add.inputs[1])
     return add
 
 
-MATERIAL_VERSION = 3  # bumped when the material's or the Gaussians group's nodes change: older files get them rebuilt
-# The engine cuts a Gaussian where alpha < 1/255, at most sqrt(2 ln 255) = 3.33 sigma; an ico
-# sphere of 2 subdivisions has inscribed radius 0.934 of its vertices', so 3.6 sigma encloses it.
-MESH_RADIUS = 3.6
+MATERIAL_VERSION = 4  # bumped when the material's or the Gaussians group's nodes change: older files get them rebuilt
+# The engine cuts a Gaussian where alpha < 1/255, at most sqrt(2 ln 255) = 3.33 sigma from its centre.
+QUAD_RADIUS = 3.4  # sigmas: the half side of each camera-facing quad (before the off-axis widening)
 ALPHA_CUT = 1.0 / 255.0  # the engine (and gsplat) skip fainter samples
 ALPHA_MAX = 0.999  # the engine's alpha clamp
+# The matrix that takes a quad's own coordinates to the Gaussian's standardised ones (one row each).
+ROWS = ("gen3d_row_0", "gen3d_row_1", "gen3d_row_2")
 
 
 def _math(tree, operation, location, a, b=None, **settings):
@@ -289,35 +291,40 @@ def _srgb_decode(tree, display, location):
 
 
 def _splat_alpha(tree, location):
-    """The Gaussian's alpha where the ray crosses its front face, as the engine composites it.
+    """The Gaussian's alpha where the ray crosses its camera-facing quad, as the engine composites it.
 
-    In the instance's object space the ellipsoid is a unit sphere of radius R standard deviations
-    (the node group stores falloff = R^2 / 2), so the Gaussian is exp(-falloff |p|^2) there and a
-    ray through the hit point p with unit direction d (object space) meets its maximum
-    exp(-falloff b^2) at the ray's distance b from the centre, b^2 = |p|^2 - (p.d)^2: the splat's
-    value at that pixel, whatever the ellipsoid's shape and the view.  Back faces add nothing
-    (the Gaussian counts once), alpha is clamped at 0.999 and cut below 1/255 as in the engine.
+    The Gaussians group hands each quad instance the rows of A = S^-1 R^T (x - mu) per unit of
+    the quad's own coordinates (ROWS), so p = A q is the hit point q in the Gaussian's
+    standardised space, where the Gaussian is exp(-|p|^2 / 2), and d = A w the ray's direction
+    there (w: the quad-space Incoming).  Along the ray the Gaussian peaks at exp(-b^2 / 2), b^2 =
+    |p|^2 - (p.d)^2 / |d|^2: the splat's value at that pixel, whatever its shape and the view.
+    Alpha is clamped at 0.999 and cut below 1/255 as in the engine.
     """
     x, y = location
     opacity = _attribute_sum(tree, "opacity", "Factor", (x, y)).outputs[0]
-    falloff = _attribute_sum(tree, "gen3d_falloff", "Factor", (x, y - 400)).outputs[0]
-    coords = nodes.node(tree, "ShaderNodeTexCoord", (x, y - 800))
-    geometry = nodes.node(tree, "ShaderNodeNewGeometry", (x, y - 1100))
-    to_object = nodes.node(tree, "ShaderNodeVectorTransform", (x + 200, y - 1100), vector_type="VECTOR",
+    coords = nodes.node(tree, "ShaderNodeTexCoord", (x, y - 1400))
+    geometry = nodes.node(tree, "ShaderNodeNewGeometry", (x, y - 1700))
+    to_object = nodes.node(tree, "ShaderNodeVectorTransform", (x + 200, y - 1700), vector_type="VECTOR",
                            convert_from="WORLD", convert_to="OBJECT")
     nodes.link(tree, geometry, "Incoming", to_object, "Vector")
-    direction = _math(tree, "V_NORMALIZE", (x + 400, y - 1100), to_object.outputs["Vector"])
-    p = coords.outputs["Object"]
-    along = _math(tree, "V_DOT_PRODUCT", (x + 600, y - 1000), p, direction)
-    b2 = _math(tree, "SUBTRACT", (x + 1000, y - 900), _math(tree, "V_DOT_PRODUCT", (x + 600, y - 800), p, p),
-               _math(tree, "MULTIPLY", (x + 800, y - 1000), along, along))
-    exponent = _math(tree, "MULTIPLY", (x + 1200, y - 700), _math(tree, "MULTIPLY", (x + 1000, y - 600), b2, falloff), -1.0)
-    alpha = _math(tree, "MINIMUM", (x + 1600, y - 300),
-                  _math(tree, "MULTIPLY", (x + 1400, y - 300), opacity, _math(tree, "EXPONENT", (x + 1400, y - 700), exponent)),
+    point = nodes.node(tree, "ShaderNodeCombineXYZ", (x + 800, y - 1000))
+    direction = nodes.node(tree, "ShaderNodeCombineXYZ", (x + 800, y - 1300))
+    for i, name in enumerate(ROWS):
+        row = _attribute_sum(tree, name, "Vector", (x + 200, y - 400 - 300 * i)).outputs[0]
+        tree.links.new(_math(tree, "V_DOT_PRODUCT", (x + 600, y - 400 - 300 * i), row, coords.outputs["Object"]),
+                       point.inputs[i])
+        tree.links.new(_math(tree, "V_DOT_PRODUCT", (x + 600, y - 500 - 300 * i), row, to_object.outputs["Vector"]),
+                       direction.inputs[i])
+    unit = _math(tree, "V_NORMALIZE", (x + 1000, y - 1300), direction.outputs[0])
+    along = _math(tree, "V_DOT_PRODUCT", (x + 1200, y - 1200), point.outputs[0], unit)
+    b2 = _math(tree, "SUBTRACT", (x + 1400, y - 1000), _math(tree, "V_DOT_PRODUCT", (x + 1200, y - 1000), point.outputs[0], point.outputs[0]),
+               _math(tree, "MULTIPLY", (x + 1400, y - 1200), along, along))
+    alpha = _math(tree, "MINIMUM", (x + 2000, y - 300),
+                  _math(tree, "MULTIPLY", (x + 1800, y - 300), opacity,
+                        _math(tree, "EXPONENT", (x + 1600, y - 1000), _math(tree, "MULTIPLY", (x + 1500, y - 900), b2, -0.5))),
                   ALPHA_MAX)
-    kept = _math(tree, "GREATER_THAN", (x + 1800, y - 500), alpha, ALPHA_CUT - 1e-7)
-    front = _math(tree, "SUBTRACT", (x + 1800, y - 800), 1.0, geometry.outputs["Backfacing"])
-    return _math(tree, "MULTIPLY", (x + 2200, y - 300), _math(tree, "MULTIPLY", (x + 2000, y - 300), alpha, kept), front)
+    kept = _math(tree, "GREATER_THAN", (x + 2200, y - 500), alpha, ALPHA_CUT - 1e-7)
+    return _math(tree, "MULTIPLY", (x + 2400, y - 300), alpha, kept)
 
 
 def _material(name: str, splat: bool) -> bpy.types.Material:
@@ -349,7 +356,7 @@ def _material(name: str, splat: bool) -> bpy.types.Material:
         tree.links.new(emission.outputs[0], mix.inputs[2])
         nodes.link(tree, mix, "Shader", output, "Surface")
         material.surface_render_method = "DITHERED"
-        material.use_backface_culling = True  # Eevee and the viewport skip back faces; Cycles reads Backfacing
+        material.use_backface_culling = False  # a quad faces the scene camera; other views see it from either side
     material["gen3d_version"] = MATERIAL_VERSION
     return material
 
@@ -410,6 +417,77 @@ def points_group() -> bpy.types.GeometryNodeTree:
     )
 
 
+def _camera_facing_quads(tree, points, half_side, material, location):
+    """One quad per Gaussian through its centre, parallel to the scene camera's image plane, so a
+    ray meets the quads in the order of their centres' camera depth: the order the engine (and
+    gsplat) composites in.  (Ellipsoid meshes are entered by each ray at a different depth, and
+    on a dense surface that order changes which of 20-35 overlapping Gaussians shows: 22.9 dB on
+    the example's brick wall, bench/RESULTS.md.)  Each quad's half side is ``half_side`` times
+    the Gaussian's largest sigma, widened by distance / depth for off-axis views, so it encloses
+    the Gaussian's footprint; it carries the rows of its quad-to-Gaussian matrix (ROWS) for the
+    material (_splat_alpha).  Returns the instances' geometry socket."""
+    x, y = location
+    camera = nodes.node(tree, "GeometryNodeInputActiveCamera", (x - 400, y + 600))
+    info = nodes.node(tree, "GeometryNodeObjectInfo", (x - 200, y + 600), transform_space="RELATIVE")
+    nodes.link(tree, camera, "Active Camera", info, "Object")
+    camera_rotation = nodes.socket(info.outputs, "Rotation")
+    inverse = nodes.node(tree, "FunctionNodeInvertRotation", (x, y + 700))
+    tree.links.new(camera_rotation, nodes.socket(inverse.inputs, "Rotation"))
+
+    def rotate(vector, rotation, at):
+        node = nodes.node(tree, "FunctionNodeRotateVector", at)
+        if isinstance(vector, bpy.types.NodeSocket):
+            tree.links.new(vector, nodes.socket(node.inputs, "Vector"))
+        else:
+            nodes.socket(node.inputs, "Vector").default_value = vector
+        tree.links.new(rotation, nodes.socket(node.inputs, "Rotation"))
+        return node.outputs[0]
+
+    position = nodes.node(tree, "GeometryNodeInputPosition", (x - 200, y + 400)).outputs[0]
+    offset = _math(tree, "V_SUBTRACT", (x, y + 400), position, nodes.socket(info.outputs, "Location"))
+    depth = _math(tree, "V_DOT_PRODUCT", (x + 200, y + 500), offset, rotate((0.0, 0.0, -1.0), camera_rotation, (x, y + 550)))
+    distance = _math(tree, "V_LENGTH", (x + 200, y + 350), offset)
+    widen = _math(tree, "DIVIDE", (x + 600, y + 400), distance,
+                  _math(tree, "MAXIMUM", (x + 400, y + 450), depth, _math(tree, "MULTIPLY", (x + 400, y + 300), distance, 0.25)))
+    rot = nodes.node(tree, "GeometryNodeInputNamedAttribute", (x - 200, y), data_type="QUATERNION")
+    nodes.set_inputs(rot, Name="rot")
+    sigma = nodes.node(tree, "GeometryNodeInputNamedAttribute", (x - 200, y - 150), data_type="FLOAT_VECTOR")
+    nodes.set_inputs(sigma, Name="scale")
+    sigmas = nodes.node(tree, "ShaderNodeSeparateXYZ", (x, y - 150))
+    nodes.link(tree, sigma, "Attribute", sigmas, "Vector")
+    largest = _math(tree, "MAXIMUM", (x + 400, y - 100), _math(tree, "MAXIMUM", (x + 200, y - 100), sigmas.outputs[0], sigmas.outputs[1]),
+                    sigmas.outputs[2])
+    half = _math(tree, "MULTIPLY", (x + 800, y + 200), _math(tree, "MULTIPLY", (x + 600, y + 100), largest, half_side), widen)
+    size = nodes.node(tree, "ShaderNodeCombineXYZ", (x + 1000, y + 200))
+    tree.links.new(half, size.inputs[0])
+    tree.links.new(half, size.inputs[1])
+    size.inputs[2].default_value = 1.0
+    geometry = nodes.socket(points.outputs, "Geometry")
+    for i, name in enumerate(ROWS):  # row i of S^-1 R^T R_camera diag(half, half, 1)
+        axis = rotate(tuple(float(i == k) for k in range(3)), nodes.socket(rot.outputs, "Attribute"), (x + 200, y - 300 - 200 * i))
+        scaled = _math(tree, "V_SCALE", (x + 400, y - 300 - 200 * i), axis)
+        tree.links.new(_math(tree, "DIVIDE", (x + 200, y - 400 - 200 * i), 1.0, sigmas.outputs[i]),
+                       nodes.socket(scaled.node.inputs, "Scale"))
+        row = _math(tree, "V_MULTIPLY", (x + 1200, y - 300 - 200 * i),
+                    rotate(scaled, inverse.outputs[0], (x + 600, y - 300 - 200 * i)), size.outputs[0])
+        store = nodes.node(tree, "GeometryNodeStoreNamedAttribute", (x + 1400 + 200 * i, y + 400), data_type="FLOAT_VECTOR", domain="POINT")
+        nodes.set_inputs(store, Name=name)
+        tree.links.new(geometry, nodes.socket(store.inputs, "Geometry"))
+        tree.links.new(row, nodes.socket(store.inputs, "Value"))
+        geometry = nodes.socket(store.outputs, "Geometry")
+    quad = nodes.node(tree, "GeometryNodeMeshGrid", (x + 1400, y))
+    nodes.set_inputs(quad, Size_X=2.0, Size_Y=2.0, Vertices_X=2, Vertices_Y=2)
+    quad_material = nodes.node(tree, "GeometryNodeSetMaterial", (x + 1600, y))
+    nodes.link(tree, quad, "Mesh", quad_material, "Geometry")
+    tree.links.new(material, nodes.socket(quad_material.inputs, "Material"))
+    instances = nodes.node(tree, "GeometryNodeInstanceOnPoints", (x + 2200, y + 200))
+    tree.links.new(geometry, nodes.socket(instances.inputs, "Points"))
+    nodes.link(tree, quad_material, "Geometry", instances, "Instance")
+    tree.links.new(camera_rotation, nodes.socket(instances.inputs, "Rotation"))
+    tree.links.new(size.outputs[0], nodes.socket(instances.inputs, "Scale"))
+    return nodes.socket(instances.outputs, "Instances")
+
+
 def gaussians_group() -> bpy.types.GeometryNodeTree:
     def build(tree, group_in, group_out):
         g = lambda name: nodes.socket(group_in.outputs, name)  # noqa: E731 - group input by name
@@ -439,54 +517,29 @@ def gaussians_group() -> bpy.types.GeometryNodeTree:
         delete = nodes.node(tree, "GeometryNodeDeleteGeometry", (-300, 200), domain="POINT")
         nodes.link(tree, strip, "Geometry", delete, "Geometry")
         nodes.link(tree, hidden, "Boolean", delete, "Selection")
-        # falloff = R^2 / 2 for the material's Gaussian fade (R: ellipsoid radius in sigmas).
-        half_square = nodes.node(tree, "ShaderNodeMath", (-300, 400), operation="MULTIPLY")
-        tree.links.new(g("Scale"), half_square.inputs[0])
-        tree.links.new(g("Scale"), half_square.inputs[1])
-        falloff = nodes.node(tree, "ShaderNodeMath", (-100, 400), operation="MULTIPLY")
-        tree.links.new(half_square.outputs[0], falloff.inputs[0])
-        falloff.inputs[1].default_value = 0.5
-        store = nodes.node(tree, "GeometryNodeStoreNamedAttribute", (0, 200), data_type="FLOAT", domain="POINT")
-        nodes.set_inputs(store, Name="gen3d_falloff")
-        nodes.link(tree, delete, "Geometry", store, "Geometry")
-        nodes.link(tree, falloff, "Value", store, "Value")
-        # Ellipsoids: one shared ico sphere, instanced (never realised) with rotation and scale.
-        sphere = nodes.node(tree, "GeometryNodeMeshIcoSphere", (0, -200))
-        nodes.set_inputs(sphere, Radius=1.0)
-        tree.links.new(g("Subdivisions"), nodes.socket(sphere.inputs, "Subdivisions"))
-        smooth = nodes.node(tree, "GeometryNodeSetShadeSmooth", (200, -200))
-        nodes.link(tree, sphere, "Mesh", smooth, "Mesh")
-        sphere_material = nodes.node(tree, "GeometryNodeSetMaterial", (400, -200))
-        nodes.link(tree, smooth, "Mesh", sphere_material, "Geometry")
-        tree.links.new(g("Material"), nodes.socket(sphere_material.inputs, "Material"))
-        rot = nodes.node(tree, "GeometryNodeInputNamedAttribute", (200, -400), data_type="QUATERNION")
-        nodes.set_inputs(rot, Name="rot")
+        quads = _camera_facing_quads(tree, delete, g("Scale"), g("Material"), (0, 200))
+        # Viewport points: a sphere per Gaussian of radius Scale * RMS sigma, cheap to draw.
         sigma = nodes.node(tree, "GeometryNodeInputNamedAttribute", (200, -550), data_type="FLOAT_VECTOR")
         nodes.set_inputs(sigma, Name="scale")
         axes = nodes.node(tree, "ShaderNodeVectorMath", (400, -550), operation="SCALE")
         nodes.link(tree, sigma, "Attribute", axes, "Vector")
         tree.links.new(g("Scale"), nodes.socket(axes.inputs, "Scale"))
-        instances = nodes.node(tree, "GeometryNodeInstanceOnPoints", (600, 0))
-        nodes.link(tree, store, "Geometry", instances, "Points")
-        nodes.link(tree, sphere_material, "Geometry", instances, "Instance")
-        nodes.link(tree, rot, "Attribute", instances, "Rotation")
-        nodes.link(tree, axes, "Vector", instances, "Scale")
         # Viewport points: a sphere per Gaussian of radius Scale * RMS sigma, cheap to draw.
         rms = nodes.node(tree, "ShaderNodeVectorMath", (400, -750), operation="LENGTH")
         nodes.link(tree, axes, "Vector", rms, "Vector")
         radius = nodes.node(tree, "ShaderNodeMath", (600, -750), operation="MULTIPLY")
         tree.links.new(rms.outputs["Value"], radius.inputs[0])
         radius.inputs[1].default_value = 3.0 ** -0.5
-        points_material = _material_points(tree, nodes.socket(store.outputs, "Geometry"), nodes.socket(radius.outputs, "Value"),
+        points_material = _material_points(tree, nodes.socket(delete.outputs, "Geometry"), nodes.socket(radius.outputs, "Value"),
                                            g("Material"), (600, -300))
-        # Points in the viewport (unless asked for ellipsoids), ellipsoids at render.
+        # Points in the viewport (unless asked for the quads), the camera-facing quads at render.
         is_viewport = nodes.node(tree, "GeometryNodeIsViewport", (400, 500))
         use_points = nodes.node(tree, "FunctionNodeBooleanMath", (600, 500), operation="NIMPLY")
         nodes.link(tree, is_viewport, "Is Viewport", use_points, "Boolean")
-        tree.links.new(g("Viewport Ellipsoids"), use_points.inputs[1])
+        tree.links.new(g("Viewport Quads"), use_points.inputs[1])
         switch = nodes.node(tree, "GeometryNodeSwitch", (1000, 0), input_type="GEOMETRY")
         nodes.link(tree, use_points, "Boolean", switch, "Switch")
-        nodes.link(tree, instances, "Instances", switch, "False")
+        tree.links.new(quads, nodes.socket(switch.inputs, "False"))
         nodes.link(tree, points_material, "Geometry", switch, "True")
         nodes.link(tree, switch, "Output", group_out, "Geometry")
 
@@ -494,11 +547,10 @@ def gaussians_group() -> bpy.types.GeometryNodeTree:
         GAUSSIANS_GROUP,
         [
             ("Material", "MATERIAL", {"default_value": _material(SPLAT_MATERIAL, splat=True)}),
-            ("Scale", "FLOAT", {"default_value": MESH_RADIUS, "min_value": 0.1, "max_value": 6.0, "description": "Ellipsoid mesh radius in standard deviations; the material fades and cuts each Gaussian as the engine does (alpha < 1/255, at most 3.33 sigma), so the mesh must enclose that: below the default it clips the tails"}),
+            ("Scale", "FLOAT", {"default_value": QUAD_RADIUS, "min_value": 0.1, "max_value": 6.0, "description": "Half side of each camera-facing quad in standard deviations; the material fades and cuts each Gaussian as the engine does (alpha < 1/255, at most 3.33 sigma), so the quad must enclose that: below the default it clips the tails"}),
             ("Min Opacity", "FLOAT", {"default_value": ALPHA_CUT, "min_value": 0.0, "max_value": 1.0, "subtype": "FACTOR", "description": "Gaussians fainter than this are dropped (viewport and render)"}),
             ("Viewport Fraction", "FLOAT", {"default_value": 1.0, "min_value": 0.0, "max_value": 1.0, "subtype": "FACTOR", "description": "Share of the Gaussians drawn in the viewport (render draws all)"}),
-            ("Viewport Ellipsoids", "BOOLEAN", {"default_value": False, "description": "Draw ellipsoids in the viewport too (slower); otherwise points"}),
-            ("Subdivisions", "INT", {"default_value": 2, "min_value": 1, "max_value": 4, "description": "Ico sphere subdivisions of each ellipsoid"}),
+            ("Viewport Quads", "BOOLEAN", {"default_value": False, "description": "Draw the render's quads in the viewport too (slower; they face the scene camera, not the view); otherwise points"}),
         ],
         build,
         version=MATERIAL_VERSION,
@@ -706,7 +758,7 @@ def baked_transform(mesh: bpy.types.Mesh) -> np.ndarray | None:
 
 def sync_frame(mesh: bpy.types.Mesh) -> bool:
     """Turn the rotations, scales, SH and normals by what Apply Transform did to the positions
-    (Blender moves only the positions), so the ellipsoids look and export as they should.
+    (Blender moves only the positions), so the splats look and export as they should.
     Returns True when the attributes changed."""
     baked = baked_transform(mesh)
     if baked is not None and transform.is_identity(baked):

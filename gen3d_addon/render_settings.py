@@ -2,15 +2,18 @@
 
 The engine trains linear-light Gaussians against sRGB images over black (engine/colour.py), so
 Blender reproduces its render with: the Standard view transform (AgX and Filmic tone-map),
-no look, exposure 0, gamma 1; enough transparent bounces for every Gaussian a ray crosses (each
-costs two: front and back face); a transparent film, so no world shows behind the splats (the
-engine has none); the pixel filter of the splats' image formation: for Gaussians trained in
-gsplat's antialiased mode (the engine's default; the PLY says so), Cycles' Gaussian filter whose
-variance is the engine's 0.3 px^2 blur, so the blur is the filter (Cycles' Gaussian has sigma =
-width / 4: width 4 sqrt(0.3) = 2.19 px); for classic ones, a filter no wider than 1 px (the engine
-samples pixel centres after the blur; Blackman-Harris 1.5, the default, lowers thin splats' peak
-opacity by up to 0.025, 1.0 by 0.013: bench/RESULTS.md); a camera whose clip end reaches past the world's sky dome (its far
-Gaussians lie 10 x the scene's depth away). Nothing here runs unless the artist asks: the Result panel lists what is off.
+no look, exposure 0, gamma 1; enough transparent bounces for every splat quad a ray crosses,
+and as many before Russian roulette may end a path (Cycles' default, 0, ends paths through dense
+splats at random: grain that samples remove only slowly); no denoiser (it smears the splats'
+texture); a transparent film, so no world shows behind the splats (the engine has none); the
+pixel filter of the splats' image formation: for Gaussians trained in gsplat's antialiased mode
+(the engine's default; the PLY says so), Cycles' Gaussian filter whose variance is the engine's
+0.3 px^2 blur, so the blur is the filter (Cycles' Gaussian has sigma = width / 4: width
+4 sqrt(0.3) = 2.19 px); for classic ones, a filter no wider than 1 px (the engine samples pixel
+centres after the blur; Blackman-Harris 1.5, the default, lowers thin splats' peak opacity by up
+to 0.025, 1.0 by 0.013: bench/RESULTS.md); a camera whose clip end reaches past the world's sky
+dome (its far Gaussians lie 10 x the scene's depth away).  Nothing here runs unless the artist
+asks: the Result panel lists what is off.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from . import sky_world
 
 FILTER_WIDTH = 1.0  # px: the widest filter for classic splats
 GAUSSIAN_FILTER_WIDTH = 4.0 * math.sqrt(EPS2D)  # px: Cycles' Gaussian filter with the blur's variance
-TRANSPARENT_BOUNCES = 256  # a courtyard pixel ray crosses up to ~100 ellipsoids (p99 84), two faces each
+TRANSPARENT_BOUNCES = 256  # a courtyard pixel ray crosses up to ~100 splat quads (p99 84)
 
 
 def splat_issues(scene: bpy.types.Scene) -> list[str]:
@@ -47,6 +50,11 @@ def splat_issues(scene: bpy.types.Scene) -> list[str]:
                           f"the splats were trained with a blur Cycles reproduces as Gaussian {GAUSSIAN_FILTER_WIDTH:.2f} px")
     elif scene.cycles.filter_width > FILTER_WIDTH + 1e-6:
         issues.append(f"Pixel filter {scene.cycles.filter_width:g} px blurs thin splats (needs {FILTER_WIDTH:g})")
+    if scene.cycles.min_transparent_bounces < TRANSPARENT_BOUNCES:
+        issues.append(f"Min transparent bounces {scene.cycles.min_transparent_bounces}: Russian roulette through the splats "
+                      f"leaves grain (needs {TRANSPARENT_BOUNCES})")
+    if scene.cycles.use_denoising:
+        issues.append("Denoising smooths the splats' detail (the trained colours are noise-free once the filter is sampled)")
     if not scene.render.film_transparent:
         issues.append("Film not transparent: the world shows behind the splats (the engine has none)")
     reach = sky_reach(scene)
@@ -89,6 +97,8 @@ def apply_splat_settings(scene: bpy.types.Scene) -> None:
         scene.cycles.filter_width = GAUSSIAN_FILTER_WIDTH
     else:
         scene.cycles.filter_width = min(scene.cycles.filter_width, FILTER_WIDTH)
+    scene.cycles.use_denoising = False
+    scene.cycles.min_transparent_bounces = max(scene.cycles.min_transparent_bounces, TRANSPARENT_BOUNCES)
     scene.render.film_transparent = True
     reach = sky_reach(scene)
     if reach:

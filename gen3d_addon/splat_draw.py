@@ -8,7 +8,7 @@ Quads are drawn back to front (re-sorted on the CPU whenever the view moves) wit
 blending of linear colours, the engine's image-formation model (engine/colour.py).
 
 A budget (``VIEWPORT_BUDGET`` of the most opaque-and-largest Gaussians per object) keeps the
-draw interactive; render engines always see all of them through the geometry-nodes ellipsoids.
+draw interactive; render engines always see all of them through the geometry-nodes quads.
 """
 
 from __future__ import annotations

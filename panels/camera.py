@@ -65,7 +65,7 @@ class GEN3D_PT_result(bpy.types.Panel):
         if modifier is None or modifier.node_group is None:
             return
         col = layout.column(align=True)
-        for name in ("Scale", "Min Opacity", "Viewport Fraction", "Viewport Ellipsoids"):
+        for name in ("Scale", "Min Opacity", "Viewport Fraction", "Viewport Quads"):
             col.prop(modifier, f'["{nodes.input_identifier(modifier.node_group, name)}"]', text=name)
         col.prop(obj, f'["{splat_draw.DRAW_PROPERTY}"]', text="Splats in Viewport")
         if importers.refers_sh(obj.data):  # export reads the SH rest from the PLY it came from

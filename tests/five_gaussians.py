@@ -1,5 +1,6 @@
 """A controlled scene of five Gaussians (round, stretched, flat face-on, flat edge-on, half
-transparent) written as a job folder: gaussians.ply in the engine world plus camera.json."""
+transparent), or of two where compositing order matters, written as a job folder: gaussians.ply
+in the engine world plus camera.json."""
 
 import json
 import math
@@ -24,22 +25,32 @@ FIVE = [
 ]
 
 
-def gaussians(antialiased: bool = False) -> Gaussians:
-    means = torch.tensor([f[0] for f in FIVE], dtype=torch.float32)
-    sigmas = torch.tensor([f[1] for f in FIVE], dtype=torch.float32)
-    half = torch.tensor([math.radians(f[2]) / 2 for f in FIVE])
+# Where compositing order decides what shows: a small red Gaussian in front of the centre of a
+# large blue one whose 3.6 sigma surface reaches 1.1 m nearer than the red one's centre, so a ray
+# enters the blue ellipsoid first although the engine composites the red one first.
+IN_FRONT = [
+    ((0.0, 0.0, 4.0), (0.3, 0.3, 0.3), 0, 0.9, (0.9, 0.2, 0.2)),
+    ((0.6, 0.0, 5.0), (0.9, 0.7, 0.6), 0, 0.9, (0.2, 0.3, 0.9)),
+]
+
+
+def gaussians(antialiased: bool = False, table=FIVE) -> Gaussians:
+    means = torch.tensor([f[0] for f in table], dtype=torch.float32)
+    sigmas = torch.tensor([f[1] for f in table], dtype=torch.float32)
+    half = torch.tensor([math.radians(f[2]) / 2 for f in table])
     quats = torch.stack([half.cos(), 0 * half, 0 * half, half.sin()], 1)
-    opacity = torch.tensor([f[3] for f in FIVE])
-    display = torch.tensor([f[4] for f in FIVE])
+    opacity = torch.tensor([f[3] for f in table])
+    display = torch.tensor([f[4] for f in table])
     return Gaussians(means=means, quats=quats, scales=sigmas.log(), opacities=torch.logit(opacity),
-                     sh0=rgb_to_sh0(colour.srgb_to_linear(display)), shN=torch.zeros(5, 0, 3), antialiased=antialiased)
+                     sh0=rgb_to_sh0(colour.srgb_to_linear(display)), shN=torch.zeros(len(table), 0, 3), antialiased=antialiased)
 
 
-def write_job(folder: Path, antialiased: bool = False) -> Path:
+def write_job(folder: Path, antialiased: bool = False, table=FIVE) -> Path:
     """The job folder; the input camera stands 1 m above Blender's origin looking along +Y.
-    ``antialiased``: the Gaussians' PLY says they render in gsplat's antialiased mode."""
+    ``antialiased``: the Gaussians' PLY says they render in gsplat's antialiased mode.
+    ``table``: FIVE, or IN_FRONT."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_gaussians_ply(folder / "gaussians.ply", gaussians(antialiased))
+    write_gaussians_ply(folder / "gaussians.ply", gaussians(antialiased, table))
     K = np.array([[FOCAL, 0, WIDTH / 2], [0, FOCAL, HEIGHT / 2], [0, 0, 1]])
     camera_to_world = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 1], [0, 0, 0, 1]])  # OpenCV axes in Blender's world
     camera = Camera(K, np.linalg.inv(camera_to_world), WIDTH, HEIGHT, "input")

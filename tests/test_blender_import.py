@@ -74,6 +74,7 @@ def _input_camera(addon, job_dir):
 
 def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
     import bpy
+    import mathutils
 
     importers, nodes, ply = addon.gen3d_addon.importers, addon.gen3d_addon.nodes, addon.gen3d_addon.ply
     g = _random_gaussians(40)
@@ -102,8 +103,8 @@ def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
     modifier = obj.modifiers[importers.GAUSSIANS_GROUP]
     tree = modifier.node_group
     kinds = {node.bl_idname for node in tree.nodes}
-    assert "GeometryNodeRealizeInstances" not in kinds  # a million ellipsoids stay instances
-    assert {"GeometryNodeInstanceOnPoints", "GeometryNodeMeshIcoSphere", "GeometryNodeIsViewport",
+    assert "GeometryNodeRealizeInstances" not in kinds  # a million quads stay instances
+    assert {"GeometryNodeInstanceOnPoints", "GeometryNodeMeshGrid", "GeometryNodeInputActiveCamera", "GeometryNodeIsViewport",
             "FunctionNodeRandomValue", "GeometryNodeDeleteGeometry", "GeometryNodeMeshToPoints"} <= kinds
     rotation = [n for n in tree.nodes if n.bl_idname == "GeometryNodeInputNamedAttribute" and n.data_type == "QUATERNION"]
     assert rotation and rotation[0].inputs["Name"].default_value == "rot"
@@ -112,9 +113,14 @@ def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
 
     # The viewport draws them as splats (gen3d_addon/splat_draw.py); the geometry preview is off.
     assert obj["gen3d_splat_draw"] and nodes.modifier_input(modifier, "Viewport Fraction") == 0.0
-    # Evaluated: one ellipsoid instance per Gaussian above Min Opacity, with the right transform.
+    # Evaluated: one quad instance per Gaussian above Min Opacity, at its centre, parallel to the
+    # scene camera's image plane, its half side Scale x the largest sigma x distance / depth.
+    view = bpy.data.objects.new("Gen3D test view", bpy.data.cameras.new("Gen3D test view"))
+    bpy.context.scene.collection.objects.link(view)
+    view.matrix_world = mathutils.Matrix(camera.camera_to_world @ np.diag([1.0, -1.0, -1.0, 1.0]))  # OpenCV -> Blender axes
+    bpy.context.scene.camera = view
     nodes.set_modifier_input(modifier, "Viewport Fraction", 1.0)
-    nodes.set_modifier_input(modifier, "Viewport Ellipsoids", True)
+    nodes.set_modifier_input(modifier, "Viewport Quads", True)
     min_opacity = nodes.modifier_input(modifier, "Min Opacity")
     scale = nodes.modifier_input(modifier, "Scale")
     obj.update_tag()
@@ -122,21 +128,20 @@ def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
     matrices = [np.array(i.matrix_world) for i in depsgraph.object_instances if i.is_instance and i.parent and i.parent.original == obj]
     kept = g["opacity"] >= min_opacity
     assert len(matrices) == kept.sum()
-    engine = np.linalg.inv(camera.camera_to_world) @ np.array(matrices)  # back into the engine world
+    engine = np.linalg.inv(camera.camera_to_world) @ np.array(matrices)  # back into the engine world = the view's frame
     order = np.argsort(engine[:, 0, 3])
     want = np.argsort(g["xyz"][kept][:, 0])
-    np.testing.assert_allclose(engine[order, :3, 3], g["xyz"][kept][want], atol=1e-4)
-    axes = np.linalg.norm(engine[order, :3, :3], axis=1)  # column lengths = semi-axes
-    np.testing.assert_allclose(axes, scale * g["sigma"][kept][want], rtol=1e-4)
-    from mathutils import Quaternion
-
-    for k, index in enumerate(want):
-        rotation = engine[order[k], :3, :3] / axes[k]
-        expected = np.array(Quaternion(g["rot"][kept][index]).to_matrix())
-        np.testing.assert_allclose(rotation, expected, atol=1e-4)
+    centres = g["xyz"][kept][want]
+    np.testing.assert_allclose(engine[order, :3, 3], centres, atol=1e-4)
+    sides = np.linalg.norm(engine[order, :3, :3], axis=1)
+    widen = np.linalg.norm(centres, axis=1) / np.maximum(centres[:, 2], 0.25 * np.linalg.norm(centres, axis=1))
+    half = scale * g["sigma"][kept][want].max(axis=1) * widen
+    np.testing.assert_allclose(sides, np.stack([half, half, np.ones_like(half)], 1), rtol=1e-4)
+    facing = engine[order, :3, :3] / sides[:, None, :]
+    np.testing.assert_allclose(facing, np.broadcast_to(np.diag([1.0, -1.0, -1.0]), facing.shape), atol=1e-4)
 
     # The viewport shows points by default, a fraction of them when asked; render shows all.
-    nodes.set_modifier_input(modifier, "Viewport Ellipsoids", False)
+    nodes.set_modifier_input(modifier, "Viewport Quads", False)
     nodes.set_modifier_input(modifier, "Viewport Fraction", 0.5)
     nodes.set_modifier_input(modifier, "Min Opacity", 0.0)
     obj.update_tag()
