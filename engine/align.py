@@ -73,6 +73,7 @@ class AlignSettings:
     extrapolate_tolerance: float = 0.1  # max relative step between the two known pixels used to extrapolate
     falloff: float = 0.25  # screening length of the fill, as a fraction of max(H, W)
     seam_smoothing: float = 0.0  # > 0: the seam's log gaps are soft data averaged over this length (fraction of max(H, W)); 0: pinned
+    seam_spread: float = 0.0  # > 0: also an occlusion where a gap is this many robust deviations from the seam's median gap
 
     @classmethod
     def from_settings(cls, settings) -> "AlignSettings":
@@ -83,6 +84,7 @@ class AlignSettings:
             seam_tolerance=settings.align_seam_tolerance,
             falloff=settings.align_falloff,
             seam_smoothing=settings.align_seam_smoothing,
+            seam_spread=settings.align_seam_spread,
         )
 
 
@@ -245,6 +247,19 @@ def _seam_fit(gap: np.ndarray, seam: np.ndarray, domain: np.ndarray, settings: A
     return np.where(domain, correction, 0.0).astype(np.float32)
 
 
+def _typical_gaps(log_gap: torch.Tensor, seam: torch.Tensor, settings: AlignSettings) -> torch.Tensor:
+    """Where a seam pixel's log gap lies within ``seam_spread`` robust standard deviations (MAD)
+    of the seam's median gap, at least ``huber`` away: what the seam's own spread says is one
+    surface continued.  With a near-right estimate the gaps are the existing surface's sampling
+    noise, and a foreground silhouette a few percent nearer than the revealed background stands
+    out; with a warped estimate the gaps spread and more of the seam is kept."""
+    gaps = log_gap[seam]
+    sample = gaps[:: max(1, gaps.numel() // _MEDIAN_SAMPLES)]
+    centre = sample.median()
+    limit = torch.clamp(settings.seam_spread * 1.4826 * (sample - centre).abs().median(), min=settings.huber)
+    return (log_gap - centre).abs() <= limit
+
+
 def _to_tensor(array: np.ndarray, device: torch.device, dtype=torch.float32) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=dtype)
 
@@ -305,6 +320,8 @@ def align_depth(
         across = torch.where(better, ref1, across)
     boundary = torch.isfinite(best_gap)
     seam = boundary & ~depth_jumps(target, fitted, settings.seam_tolerance)
+    if settings.seam_spread > 0 and bool(seam.any()):
+        seam = seam & _typical_gaps(torch.log(target.clamp(min=1e-12)) - log_fitted, seam, settings)
 
     # 3. Log-correction fixed on the seam, screened-harmonic fill over the hole.
     correction_at_seam = torch.where(seam, torch.log(target.clamp(min=1e-12)) - log_fitted, torch.zeros_like(ref))
