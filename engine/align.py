@@ -69,7 +69,7 @@ class AlignSettings:
     correction: str = "ray"  # "ray" (steps 2-3) | "linear-corners" (LucidDreamer) | "none"
     fit_iterations: int = 10  # IRLS iterations of the global fit
     huber: float = 0.05  # relative residual beyond which a pixel is down-weighted (Huber)
-    seam_tolerance: float = 0.2  # relative depth gap beyond which a boundary pixel is an occlusion
+    seam_tolerance: float = 0.1  # relative depth gap beyond which a boundary pixel is an occlusion
     extrapolate_tolerance: float = 0.1  # max relative step between the two known pixels used to extrapolate
     falloff: float = 0.25  # screening length of the fill, as a fraction of max(H, W)
     seam_smoothing: float = 0.0  # > 0: the seam's log gaps are soft data averaged over this length (fraction of max(H, W)); 0: pinned

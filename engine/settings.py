@@ -34,7 +34,7 @@ class Settings:
     depth_edge_threshold: float = 0.1  # relative depth jump treated as an occlusion edge (no points across it)
     align_fit: str = "scale"  # expansion depth -> existing geometry: "scale", "scale_shift", "adam" (LucidDreamer), "none"
     align_correction: str = "ray"  # then at the seam: "ray" (ours), "linear-corners" (LucidDreamer), "none"
-    align_seam_tolerance: float = 0.2  # relative depth gap beyond which a hole-border pixel is an occlusion
+    align_seam_tolerance: float = 0.1  # relative depth gap beyond which a hole-border pixel is an occlusion (eval-world, 512 px: docs/EVAL.md)
     align_falloff: float = 0.25  # how far the seam correction reaches into the hole, fraction of the image
     align_seam_smoothing: float = 0.0  # 0: the correction is pinned to each seam pixel; > 0: fitted over this length (fraction of the image)
     align_seam_spread: float = 0.0  # > 0: a hole-border pixel this many robust deviations off the seam's median gap is an occlusion too

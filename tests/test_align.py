@@ -114,7 +114,7 @@ def test_seam_smoothing_keeps_the_existing_surface_noise_out_of_a_correct_estima
 
 def test_seam_spread_leaves_a_near_occluder_under_the_tolerance_free():
     """A right estimate whose hole borders, on a quarter of its seam, an occluder 12 % nearer (under
-    the fixed 0.2 tolerance, so it is pinned and pulls the new surface forward); the seam's own
+    a fixed tolerance of 0.2, so it is pinned and pulls the new surface forward); the seam's own
     spread (1 % noise) marks it as an occlusion, and the new surface stays where it is."""
     camera = camera_at()
     rng = np.random.default_rng(2)
@@ -126,7 +126,7 @@ def test_seam_spread_leaves_a_near_occluder_under_the_tolerance_free():
     estimate = np.full((HEIGHT, WIDTH), 3.0, np.float32)
     errors, seams = {}, {}
     for spread in (0.0, 3.0):
-        aligned, stats = align_depth(estimate, rendered, hole, camera, settings=AlignSettings(seam_spread=spread, falloff=0.05))
+        aligned, stats = align_depth(estimate, rendered, hole, camera, settings=AlignSettings(seam_spread=spread, falloff=0.05, seam_tolerance=0.2))
         errors[spread] = float(np.abs(np.log(aligned[: HEIGHT // 4, 40:50] / 3.0)).mean())  # beside the occluder
         seams[spread] = stats.seam_pixels
     assert seams[0.0] == HEIGHT and seams[3.0] == pytest.approx(HEIGHT * 3 / 4, abs=2)
