@@ -557,6 +557,37 @@ def gaussians_group() -> bpy.types.GeometryNodeTree:
     )
 
 
+RENAMED_INPUTS = {"Viewport Ellipsoids": "Viewport Quads"}  # older groups' input names -> today's
+
+
+def upgrade_node_groups() -> list[str]:
+    """Rebuild the Gaussians group (and its material) a file saved with an older add-on holds,
+    keeping every modifier's input values by name where the input still exists (RENAMED_INPUTS
+    for renamed ones); returns the objects upgraded.  Runs when a file loads: a saved world
+    renders with today's splats without a re-import, and its settings stay."""
+    tree = bpy.data.node_groups.get(GAUSSIANS_GROUP)
+    if tree is None or tree.get("gen3d_version") == MATERIAL_VERSION:
+        return []
+    users = [(obj, modifier) for obj in bpy.data.objects for modifier in obj.modifiers
+             if modifier.type == "NODES" and modifier.node_group == tree]
+    saved = []
+    for obj, modifier in users:
+        values = {}
+        for item in tree.interface.items_tree:
+            if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.identifier in modifier.keys():
+                values[RENAMED_INPUTS.get(item.name, item.name)] = modifier[item.identifier]
+        saved.append((obj, modifier, values))
+    gaussians_group()  # rebuilt in place: the modifiers keep the group
+    names = {item.name: item.identifier for item in tree.interface.items_tree
+             if item.item_type == "SOCKET" and item.in_out == "INPUT"}
+    for obj, modifier, values in saved:
+        for name, value in values.items():
+            if name in names:
+                modifier[names[name]] = value
+        obj.update_tag()
+    return [obj.name for obj, _ in users]
+
+
 # ---------------------------------------------------------------------------------------------
 # Objects
 # ---------------------------------------------------------------------------------------------

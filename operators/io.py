@@ -184,6 +184,14 @@ def _sync_applied_transforms(scene, depsgraph) -> None:
             importers.sync_frame(mesh)
 
 
+@persistent
+def _upgrade_node_groups(*_args) -> None:
+    """A file saved with an older add-on gets today's Gaussians group, its settings kept."""
+    upgraded = importers.upgrade_node_groups()
+    if upgraded:
+        print(f"Gen3D: upgraded the splats of {', '.join(upgraded)} to this add-on's version")
+
+
 class GEN3D_OT_export_gaussians(_ExportGaussians, bpy.types.Operator):
     """Export the active Gaussians object as a standard 3DGS .ply (pre-activation values, every
     property the imported file had), placed where it is in the scene"""
@@ -220,6 +228,7 @@ CLASSES = [GEN3D_OT_import_job, GEN3D_OT_import_gaussians, GEN3D_OT_export_gauss
 
 def register_extra() -> None:
     bpy.app.handlers.depsgraph_update_post.append(_sync_applied_transforms)
+    bpy.app.handlers.load_post.append(_upgrade_node_groups)
     bpy.types.TOPBAR_MT_file_import.append(_menu_import)
     bpy.types.TOPBAR_MT_file_export.append(_menu_export)
 
@@ -227,4 +236,5 @@ def register_extra() -> None:
 def unregister_extra() -> None:
     bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
+    bpy.app.handlers.load_post.remove(_upgrade_node_groups)
     bpy.app.handlers.depsgraph_update_post.remove(_sync_applied_transforms)

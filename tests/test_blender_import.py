@@ -150,6 +150,32 @@ def test_import_gaussians_attributes_and_nodes(clean_scene, addon, tmp_path):
     assert 5 < shown < 35
 
 
+def test_a_file_from_an_older_add_on_gets_todays_splats_with_its_settings(clean_scene, addon, tmp_path):
+    """Opening a .blend whose Gaussians group is an older version rebuilds it (load_post), keeping
+    each modifier's input values by name, a renamed input's too."""
+    import bpy
+
+    importers, nodes, ply = addon.gen3d_addon.importers, addon.gen3d_addon.nodes, addon.gen3d_addon.ply
+    g = _random_gaussians(10)
+    _gaussian_file(ply, tmp_path / "gaussians.ply", g["xyz"], g["colour"], g["opacity"], g["sigma"], g["rot"])
+    _input_camera(addon, tmp_path)
+    importers.import_job(bpy.context, tmp_path, mode="REPLACE")
+    tree = bpy.data.node_groups[importers.GAUSSIANS_GROUP]
+    modifier = bpy.data.objects["Gen3D Gaussians"].modifiers[importers.GAUSSIANS_GROUP]
+    nodes.set_modifier_input(modifier, "Min Opacity", 0.1)
+    nodes.set_modifier_input(modifier, "Viewport Quads", True)
+    next(i for i in tree.interface.items_tree if i.name == "Viewport Quads").name = "Viewport Ellipsoids"  # as 3 named it
+    tree["gen3d_version"] = importers.MATERIAL_VERSION - 1
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "old.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "old.blend"))
+
+    tree = bpy.data.node_groups[importers.GAUSSIANS_GROUP]
+    modifier = bpy.data.objects["Gen3D Gaussians"].modifiers[importers.GAUSSIANS_GROUP]
+    assert tree["gen3d_version"] == importers.MATERIAL_VERSION and modifier.node_group == tree
+    assert nodes.modifier_input(modifier, "Min Opacity") == pytest.approx(0.1)
+    assert nodes.modifier_input(modifier, "Viewport Quads")
+
+
 def test_import_points(clean_scene, addon, tmp_path):
     import bpy
 
