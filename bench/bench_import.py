@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_import.py [--count 1000000] [--sh-degree 3] [--store-sh]
 
 Phases: read + activate (numpy), mesh + attributes (foreach_set), node setup, and the first
-evaluation of the geometry-nodes modifier (viewport: points; render: ellipsoid instances).
+evaluation of the geometry-nodes modifier (viewport: points; render: camera-facing quad instances).
 Then the weight in the .blend: the file saved (uncompressed, Blender's default) less an empty
 one, per Gaussian.
 Runs the add-on from this working tree with the bpy module (no install needed).
@@ -82,16 +82,16 @@ def main() -> None:
         shown = len(geometry.pointcloud.points) if geometry.pointcloud else 0  # the splat draw shows them otherwise
         times["first viewport evaluation"] = time.perf_counter() - mark
         total = time.perf_counter() - start
-        # What a render evaluates: every Gaussian as an ellipsoid instance (not in the total).
+        # What a render evaluates: every Gaussian as a camera-facing quad instance (not in the total).
         modifier = obj.modifiers[importers.GAUSSIANS_GROUP]
         nodes = addon.gen3d_addon.nodes
-        nodes.set_modifier_input(modifier, "Viewport Ellipsoids", True)
+        nodes.set_modifier_input(modifier, "Viewport Quads", True)
         nodes.set_modifier_input(modifier, "Viewport Fraction", 1.0)
         obj.update_tag()
         mark = time.perf_counter()
         geometry = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
         instances = len(geometry.instances_pointcloud().points)
-        ellipsoids = time.perf_counter() - mark
+        quads = time.perf_counter() - mark
         blend = Path(tmp) / "imported.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
         weight = blend.stat().st_size - empty.stat().st_size
@@ -99,7 +99,7 @@ def main() -> None:
         print(f"{name:28s} {seconds:6.2f} s")
     print(f"{'total':28s} {total:6.2f} s   ({args.count} Gaussians, SH degree {args.sh_degree}, "
           f"{size_mb:.0f} MB; viewport shows {shown} points)")
-    print(f"{'all as ellipsoid instances':28s} {ellipsoids:6.2f} s   ({instances} instances, unrealised)")
+    print(f"{'all as quad instances':28s} {quads:6.2f} s   ({instances} instances, unrealised)")
     print(f"{'.blend weight':28s} {weight / 1e6:6.1f} MB  ({weight / args.count:.1f} bytes per Gaussian, SH rest "
           f"{'in the .blend' if args.store_sh else 'left in the PLY'}; the PLY: "
           f"{size_mb * 1e6 / args.count:.1f})")
