@@ -320,11 +320,12 @@ def align_depth(
         across = torch.where(better, ref1, across)
     boundary = torch.isfinite(best_gap)
     seam = boundary & ~depth_jumps(target, fitted, settings.seam_tolerance)
+    log_gap = torch.log(target.clamp(min=1e-12)) - log_fitted
     if settings.seam_spread > 0 and bool(seam.any()):
-        seam = seam & _typical_gaps(torch.log(target.clamp(min=1e-12)) - log_fitted, seam, settings)
+        seam = seam & _typical_gaps(log_gap, seam, settings)
 
     # 3. Log-correction fixed on the seam, screened-harmonic fill over the hole.
-    correction_at_seam = torch.where(seam, torch.log(target.clamp(min=1e-12)) - log_fitted, torch.zeros_like(ref))
+    correction_at_seam = torch.where(seam, log_gap, torch.zeros_like(ref))
     if settings.correction == "linear-corners":
         offset = _linear_corners(fitted.cpu().numpy(), ref.cpu().numpy(), known.cpu().numpy(), (hole & new_ok).cpu().numpy())
         corrected = (fitted + _to_tensor(offset, device)).clamp(min=0)

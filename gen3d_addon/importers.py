@@ -518,7 +518,6 @@ def gaussians_group() -> bpy.types.GeometryNodeTree:
         nodes.link(tree, strip, "Geometry", delete, "Geometry")
         nodes.link(tree, hidden, "Boolean", delete, "Selection")
         quads = _camera_facing_quads(tree, delete, g("Scale"), g("Material"), (0, 200))
-        # Viewport points: a sphere per Gaussian of radius Scale * RMS sigma, cheap to draw.
         sigma = nodes.node(tree, "GeometryNodeInputNamedAttribute", (200, -550), data_type="FLOAT_VECTOR")
         nodes.set_inputs(sigma, Name="scale")
         axes = nodes.node(tree, "ShaderNodeVectorMath", (400, -550), operation="SCALE")
@@ -570,16 +569,11 @@ def upgrade_node_groups() -> list[str]:
         return []
     users = [(obj, modifier) for obj in bpy.data.objects for modifier in obj.modifiers
              if modifier.type == "NODES" and modifier.node_group == tree]
-    saved = []
-    for obj, modifier in users:
-        values = {}
-        for item in tree.interface.items_tree:
-            if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.identifier in modifier.keys():
-                values[RENAMED_INPUTS.get(item.name, item.name)] = modifier[item.identifier]
-        saved.append((obj, modifier, values))
+    before = nodes.input_identifiers(tree)
+    saved = [(obj, modifier, {RENAMED_INPUTS.get(name, name): modifier[key] for name, key in before.items() if key in modifier.keys()})
+             for obj, modifier in users]
     gaussians_group()  # rebuilt in place: the modifiers keep the group
-    names = {item.name: item.identifier for item in tree.interface.items_tree
-             if item.item_type == "SOCKET" and item.in_out == "INPUT"}
+    names = nodes.input_identifiers(tree)
     for obj, modifier, values in saved:
         for name, value in values.items():
             if name in names:

@@ -98,11 +98,17 @@ def ensure_modifier(obj: bpy.types.Object, group: bpy.types.NodeTree, name: str)
     return modifier
 
 
+def input_identifiers(group: bpy.types.NodeTree) -> dict[str, str]:
+    """The group's inputs, name -> identifier (the key a modifier stores the input's value under)."""
+    return {item.name: item.identifier for item in group.interface.items_tree
+            if item.item_type == "SOCKET" and item.in_out == "INPUT"}
+
+
 def input_identifier(group: bpy.types.NodeTree, name: str) -> str:
-    for item in group.interface.items_tree:
-        if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name:
-            return item.identifier
-    raise KeyError(f"node group {group.name!r} has no input {name!r}")
+    identifiers = input_identifiers(group)
+    if name not in identifiers:
+        raise KeyError(f"node group {group.name!r} has no input {name!r}")
+    return identifiers[name]
 
 
 def modifier_input(modifier: bpy.types.NodesModifier, name: str) -> Any:

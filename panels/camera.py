@@ -65,10 +65,10 @@ class GEN3D_PT_result(bpy.types.Panel):
         if modifier is None or modifier.node_group is None:
             return
         col = layout.column(align=True)
-        inputs = {item.name for item in modifier.node_group.interface.items_tree if item.item_type == "SOCKET"}
+        inputs = nodes.input_identifiers(modifier.node_group)
         for name in ("Scale", "Min Opacity", "Viewport Fraction", "Viewport Quads"):
-            if name in inputs:  # a group from an older version has other inputs until its job is re-imported
-                col.prop(modifier, f'["{nodes.input_identifier(modifier.node_group, name)}"]', text=name)
+            if name in inputs:  # a group of an older version has other inputs until the file's load upgrades it
+                col.prop(modifier, f'["{inputs[name]}"]', text=name)
         col.prop(obj, f'["{splat_draw.DRAW_PROPERTY}"]', text="Splats in Viewport")
         if importers.refers_sh(obj.data):  # export reads the SH rest from the PLY it came from
             layout.operator("gen3d.store_sh", icon="PACKAGE")
