@@ -74,6 +74,7 @@ class AlignSettings:
     falloff: float = 0.25  # screening length of the fill, as a fraction of max(H, W)
     seam_smoothing: float = 0.0  # > 0: the seam's log gaps are soft data averaged over this length (fraction of max(H, W)); 0: pinned
     seam_spread: float = 0.0  # > 0: also an occlusion where a gap is this many robust deviations from the seam's median gap
+    seam_adaptive: float = 0.0  # > 0: the tolerance widens to this many times the border's median gap (a far-off estimate)
 
     @classmethod
     def from_settings(cls, settings) -> "AlignSettings":
@@ -85,6 +86,7 @@ class AlignSettings:
             falloff=settings.align_falloff,
             seam_smoothing=settings.align_seam_smoothing,
             seam_spread=settings.align_seam_spread,
+            seam_adaptive=settings.align_seam_adaptive,
         )
 
 
@@ -99,6 +101,7 @@ class AlignStats:
     fit_pixels: int  # pixels where both depths exist (outside the hole)
     fit_inlier_fraction: float  # share of those within the Huber threshold after the fit
     seam_pixels: int  # boundary pixels that continue an existing surface (constrained)
+    seam_tolerance: float  # the occlusion test's relative gap used for this view (``seam_adaptive`` may widen it)
     occlusion_pixels: int  # boundary pixels left free (occlusion boundaries)
     seam_error_before: float  # mean |new depth - existing depth| across the seam, metres, raw input
     seam_error_global: float  # the same after the global fit only
@@ -125,7 +128,7 @@ class AlignStats:
                 f"geometry within {settings.huber:.0%} after the fit (scale {self.scale:.3f}): the estimated depth's "
                 "shape differs from the scene's"
             )
-        if self.seam_error_after_rel > settings.seam_tolerance / 2:
+        if self.seam_error_after_rel > self.seam_tolerance / 2:
             problems.append(
                 f"the new surface still jumps {self.seam_error_after_rel:.1%} ({self.seam_error_after:.3f} m) "
                 "from the existing one at the hole's border"
@@ -260,6 +263,18 @@ def _typical_gaps(log_gap: torch.Tensor, seam: torch.Tensor, settings: AlignSett
     return (log_gap - centre).abs() <= limit
 
 
+def _seam_tolerance(border_gaps: torch.Tensor, settings: AlignSettings) -> float:
+    """The occlusion test's relative gap for one view: ``seam_tolerance``, widened with
+    ``seam_adaptive`` > 0 to that many times the median |log gap| over the hole's border.  Most
+    border pixels continue a surface, so their median gap is what the estimate's warp left after
+    the global fit: a far-off estimate (severe errors) leaves continuing surfaces more than the
+    fixed tolerance apart, which would leave them free and open the seam."""
+    if settings.seam_adaptive <= 0 or border_gaps.numel() == 0:
+        return settings.seam_tolerance
+    sample = border_gaps[:: max(1, border_gaps.numel() // _MEDIAN_SAMPLES)]
+    return max(settings.seam_tolerance, math.expm1(settings.seam_adaptive * float(sample.median())))
+
+
 def _to_tensor(array: np.ndarray, device: torch.device, dtype=torch.float32) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=dtype)
 
@@ -319,7 +334,8 @@ def align_depth(
         target = torch.where(better, candidate, target)
         across = torch.where(better, ref1, across)
     boundary = torch.isfinite(best_gap)
-    seam = boundary & ~depth_jumps(target, fitted, settings.seam_tolerance)
+    tolerance = _seam_tolerance(best_gap[boundary], settings)
+    seam = boundary & ~depth_jumps(target, fitted, tolerance)
     log_gap = torch.log(target.clamp(min=1e-12)) - log_fitted
     if settings.seam_spread > 0 and bool(seam.any()):
         seam = seam & _typical_gaps(log_gap, seam, settings)
@@ -363,6 +379,7 @@ def align_depth(
         fit_pixels=int(both.sum()),
         fit_inlier_fraction=inliers,
         seam_pixels=int(seam.sum()),
+        seam_tolerance=tolerance,
         occlusion_pixels=int((boundary & ~seam).sum()),
         seam_error_before=before,
         seam_error_global=global_,

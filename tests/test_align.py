@@ -133,6 +133,31 @@ def test_seam_spread_leaves_a_near_occluder_under_the_tolerance_free():
     assert errors[0.0] > 0.05 and errors[3.0] < 0.4 * errors[0.0]  # measured 0.061 and 0.022
 
 
+def test_seam_adaptive_pins_a_far_off_estimate_and_still_frees_the_occluder():
+    """A hole whose estimate is warped 8-20 % away from the wall it continues (severe errors, left
+    after the global fit), a quarter of its border an occluder at half the depth.  A fixed tolerance
+    of 0.1 takes most of the wall's border for occlusions and leaves the seam open; widened to 3 x
+    the border's median gap it pins the wall and still leaves the occluder free."""
+    camera = camera_at()
+    rendered = np.full((HEIGHT, WIDTH), 3.0, np.float32)
+    rendered[: HEIGHT // 4, :40] = 1.5
+    hole = np.zeros((HEIGHT, WIDTH), bool)
+    hole[:, 40:] = True
+    rendered[hole] = 0.0
+    warp = np.linspace(0.08, 0.2, HEIGHT, dtype=np.float32)[:, None]
+    estimate = np.where(hole, 3.0 * np.exp(warp), rendered).astype(np.float32)
+    wall = slice(HEIGHT // 4, HEIGHT)
+    errors, stats = {}, {}
+    for adaptive in (0.0, 3.0):
+        aligned, stats[adaptive] = align_depth(estimate, rendered, hole, camera,
+                                               settings=AlignSettings(seam_adaptive=adaptive, falloff=0.05))
+        errors[adaptive] = float(np.abs(np.log(aligned[wall, 40] / 3.0)).mean())  # the wall's first new column
+    assert stats[0.0].seam_tolerance == 0.1 and stats[3.0].seam_tolerance > 0.4
+    assert stats[0.0].seam_pixels == 0  # the wall's rows are warped 11-20 %: all taken for occlusions
+    assert stats[3.0].seam_pixels == HEIGHT * 3 // 4 and stats[3.0].occlusion_pixels == HEIGHT // 4
+    assert errors[0.0] > 0.1 and errors[3.0] < 1e-3  # measured 0.155 and 4e-8
+
+
 def test_no_overlap_and_bad_inputs():
     camera = camera_at()
     hole = np.ones((HEIGHT, WIDTH), bool)
