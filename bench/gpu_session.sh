@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device-tool call that runs several bench scripts in turn, each with its own $OUT folder and a
-# time budget, and brings everything back as one archive (the tool returns at most 8 files a call).
+# time budget, and brings everything back as one archive (the tool returns at most 8 files a call,
+# each under 16 MiB: a bigger archive comes back in 15 MiB parts, session.tar.gz.part-aa, -ab, ...).
 #   run: bash bench/gpu_session.sh bench/gpu_faults.sh:120 bench/gpu_batch.sh:240   (carry .whl, ...)
-#   here: tar xzf <files_at>/session.tar.gz -C <folder>
+#   here: cat <files_at>/session.tar.gz* | tar xz -C <folder>
 set -uo pipefail
 source bench/gpu_env.sh
 final=${OUT:-/tmp/out}
@@ -17,4 +18,7 @@ for item in "$@"; do
   tail -n 25 "$root/$name/log.txt"
 done
 tar czf "$final/session.tar.gz" -C "$root" .
+if [ "$(stat -c %s "$final/session.tar.gz")" -gt $((15 * 1024 * 1024)) ]; then
+  split -b 15M "$final/session.tar.gz" "$final/session.tar.gz.part-" && rm "$final/session.tar.gz"
+fi
 ls -l "$final"
