@@ -7,7 +7,8 @@ views) once with the sky layer and once with ``--set sky=false``, same seed and 
 renders each trained world (scene + sky.ply where there is one) at the input camera and at the
 four held-out cameras and scores it against Blender's renders: PSNR over Blender's sky (depth 0),
 over the rest of the frame, and over the covisible pixels (eval-rgbd's: true surface the input
-sees).  Prints one row per run and the mean difference; writes ``DIR/sky_layer.json``.
+sees); the rest also split into the skyline (within ``SKYLINE_PX`` of the sky) and the pixels
+farther in.  Prints one row per run and the mean difference; writes ``DIR/sky_layer.json``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def generate(job: Path, args: argparse.Namespace, seed: int, sky: bool) -> None:
         raise SystemExit(f"generate failed:\n{done.stderr[-3000:]}")
 
 
+SKYLINE_PX = 4  # "skyline": surface pixels within this many pixels of Blender's sky
+
+
 def score(job: Path, example, device: str) -> dict[str, float]:
+    from scipy.ndimage import binary_dilation
+
     from engine import cameras, evaluate
     from engine.sky import read_world
 
@@ -49,11 +55,15 @@ def score(job: Path, example, device: str) -> dict[str, float]:
         camera = cameras.relative_to([view.camera], example.source.camera)[0]
         image = world.render(camera, device).image
         covisible = view.depth > 0 if view is example.source else evaluate.covisible_mask(view, example.source)
+        near_sky = binary_dilation(view.depth == 0, iterations=SKYLINE_PX)
         rows.append([evaluate.masked_psnr(image, view.image, view.depth == 0),
                      evaluate.masked_psnr(image, view.image, view.depth > 0),
-                     evaluate.masked_psnr(image, view.image, covisible)])
-    sky, rest, covisible = np.mean(rows, axis=0)
-    return {"psnr_sky": float(sky), "psnr_nonsky": float(rest), "psnr_covisible": float(covisible)}
+                     evaluate.masked_psnr(image, view.image, covisible),
+                     evaluate.masked_psnr(image, view.image, (view.depth > 0) & near_sky),
+                     evaluate.masked_psnr(image, view.image, (view.depth > 0) & ~near_sky)])
+    sky, rest, covisible, skyline, inland = np.mean(rows, axis=0)
+    return {"psnr_sky": float(sky), "psnr_nonsky": float(rest), "psnr_covisible": float(covisible),
+            "psnr_skyline": float(skyline), "psnr_nonsky_inland": float(inland)}
 
 
 def main() -> None:
@@ -80,7 +90,7 @@ def main() -> None:
             runs.append({"seed": seed, "sky": sky, **score(job, example, args.device)})
             print(json.dumps(runs[-1]), file=sys.stderr)
     difference = {key: float(np.mean([a[key] - b[key] for a, b in zip(runs[::2], runs[1::2])]))
-                  for key in ("psnr_sky", "psnr_nonsky", "psnr_covisible")}
+                  for key in ("psnr_sky", "psnr_nonsky", "psnr_covisible", "psnr_skyline", "psnr_nonsky_inland")}
     print(f"with sky - without (mean over seeds {args.seeds}): " + ", ".join(f"{k} {v:+.2f} dB" for k, v in difference.items()),
           file=sys.stderr)
     (args.out / "sky_layer.json").write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, "runs": runs,
