@@ -124,7 +124,7 @@ STAGE_SPECS: dict[str, StageSpec] = {
         produces=("world_points", "views", "view_cameras"),
         settings=("steps", "preset", "preset_angle", *DIFFUSION, "depth_edge_threshold",
                   "align_fit", "align_correction", "align_seam_tolerance", "align_falloff", "align_seam_smoothing",
-                  "align_seam_spread", "align_seam_adaptive"),
+                  "align_seam_spread", "align_seam_adaptive", "align_seam_edge_radius"),
         slots=("expansion_inpaint", "expansion_geometry"),
         request=("camera", "trajectory", "negative_prompt"),
     ),

@@ -55,14 +55,16 @@ def test_occlusion_boundaries_are_left_free():
     camera, render, true_depth = expansion_step()
     hole = render.hole_mask
     estimate = true_depth * 1.3
-    aligned, stats = align_depth(estimate, render.depth, hole, camera)
+    # The gap test alone: the estimate-edge test would also free the floor's border near the wall, which
+    # this exact estimate does not need.
+    aligned, stats = align_depth(estimate, render.depth, hole, camera, settings=AlignSettings(seam_edge_radius=0))
     assert stats.occlusion_pixels > 10  # the revealed wall borders the box
     # The global fit is exact here; what is left is the rendered depth's own error where the
     # floor meets the wall at a grazing angle (a few %).
     error = np.abs(aligned[hole] / true_depth[hole] - 1)
     assert np.percentile(error, 99) < 0.03 and error.max() < 0.06
     # Snapping every boundary pixel (LucidDreamer) glues the revealed wall to the box.
-    glued, glued_stats = align_depth(estimate, render.depth, hole, camera, settings=AlignSettings(seam_tolerance=1e9))
+    glued, glued_stats = align_depth(estimate, render.depth, hole, camera, settings=AlignSettings(seam_tolerance=1e9, seam_edge_radius=0))
     glued_error = np.abs(glued[hole] / true_depth[hole] - 1)
     assert glued_stats.occlusion_pixels == 0
     assert glued_error.max() > 0.2 and np.mean(glued_error > 0.06) > 0.05
@@ -150,12 +152,33 @@ def test_seam_adaptive_pins_a_far_off_estimate_and_still_frees_the_occluder():
     errors, stats = {}, {}
     for adaptive in (0.0, 3.0):
         aligned, stats[adaptive] = align_depth(estimate, rendered, hole, camera,
-                                               settings=AlignSettings(seam_adaptive=adaptive, falloff=0.05))
+                                               settings=AlignSettings(seam_adaptive=adaptive, falloff=0.05, seam_edge_radius=0))
         errors[adaptive] = float(np.abs(np.log(aligned[wall, 40] / 3.0)).mean())  # the wall's first new column
     assert stats[0.0].seam_tolerance == 0.1 and stats[3.0].seam_tolerance > 0.4
     assert stats[0.0].seam_pixels == 0  # the wall's rows are warped 11-20 %: all taken for occlusions
     assert stats[3.0].seam_pixels == HEIGHT * 3 // 4 and stats[3.0].occlusion_pixels == HEIGHT // 4
     assert errors[0.0] > 0.1 and errors[3.0] < 1e-3  # measured 0.155 and 4e-8
+
+
+def test_seam_pixels_near_a_depth_edge_of_the_estimate_are_left_free():
+    """A wall continued into the hole, and in the hole a post 50 % nearer starting 2 px from the
+    border.  Every border row continues the wall (the gap test pins all of them); the estimate-edge
+    test leaves free the rows whose 7x7 window (radius 3) reaches the post's silhouette, where an
+    estimator's depth is least reliable (flying pixels), and pins the rest."""
+    camera = camera_at()
+    rendered = np.full((HEIGHT, WIDTH), 3.0, np.float32)
+    hole = np.zeros((HEIGHT, WIDTH), bool)
+    hole[:, 40:] = True
+    rendered[hole] = 0.0
+    estimate = np.full((HEIGHT, WIDTH), 3.0, np.float32)
+    estimate[30:41, 42:50] = 1.5
+    seams = {}
+    for radius in (0, 3):
+        settings = AlignSettings(seam_edge_radius=radius / WIDTH, falloff=0.05)  # radius px at this size
+        _, stats = align_depth(estimate, rendered, hole, camera, settings=settings)
+        seams[radius] = (stats.seam_pixels, stats.occlusion_pixels)
+    assert seams[0] == (HEIGHT, 0)
+    assert seams[3] == (HEIGHT - 17, 17)  # rows 27-43: within 3 px of the post's rows 30-40
 
 
 def test_no_overlap_and_bad_inputs():
