@@ -284,10 +284,9 @@ def _seam_tolerance(border_gaps: torch.Tensor, settings: AlignSettings) -> float
 
 def _near_estimate_edges(depth: torch.Tensor, valid: torch.Tensor, radius: int, tolerance: float) -> torch.Tensor:
     """Pixels within ``radius`` of a depth edge of the (full-frame) estimate: where its depths in
-    that window differ by more than ``tolerance`` of the nearest.  Estimators blur occlusion edges
-    into ramps ("flying pixels"), so a revealed background's border pixel gets a depth close to
-    the foreground it borders and would pass the gap test; the estimate itself still shows the
-    silhouette a few pixels away, so such a border is an occlusion."""
+    that window differ by more than ``tolerance`` of the nearest.  There estimators blur the
+    edge into a ramp ("flying pixels") and the existing render's splats overhang it, so a seam
+    gap measured there says little about how the two surfaces meet."""
     window = 2 * radius + 1
     near = -F.max_pool2d(-torch.where(valid, depth, torch.full_like(depth, math.inf))[None, None], window, 1, radius)[0, 0]
     far = F.max_pool2d(torch.where(valid, depth, torch.zeros_like(depth))[None, None], window, 1, radius)[0, 0]

@@ -740,7 +740,7 @@ def _over_sky(view, sky, clear: bool) -> Any:
     from dataclasses import replace
 
     colour, region = sky.sample(view.camera)
-    background = np.where(region[..., None], colour, 0.0).astype(np.float32)
+    background = np.where(region[..., None], colour, 0.0).astype(np.float32)  # black where no sky lies behind
     if not clear:
         return replace(view, background=background)
     open_sky = region & ~view.mask
