@@ -34,5 +34,6 @@ done
 wait
 for scene in courtyard room street; do for level in $LEVELS; do
   name=$scene-$level${LABEL:+-$LABEL}
+  echo "== $name${SET:+ (ours: $SET)}"
   grep -A8 "^eval-world $scene" "$OUT/$name.stderr.txt" || tail -5 "$OUT/$name.stderr.txt"
 done; done
