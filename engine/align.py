@@ -25,7 +25,8 @@ the hole mask of that render, and returns the new depth moved onto the existing 
    depth edge of the new estimate itself: there an estimator's depth is least reliable (it
    blurs occlusion edges into ramps of "flying pixels"), and so is the existing render (splats
    overhang silhouettes), so the seam is pinned only where the estimate is smooth (eval-world at
-   512 px, typical errors: held-out PSNR courtyard +0.8 dB, room +0.15, street -0.06; docs/EVAL.md).
+   512 px, typical errors: the room +0.15 dB held-out PSNR; the courtyard and the street +0.89 /
+   +0.06 dB against LucidDreamer's, +1.10 / +0.14 against true depth's; docs/EVAL.md).
 3. **Smooth fill**: the log-correction is fixed at seam pixels and spread over the hole by a
    *screened* harmonic (Laplace) fill, ``Δc = c / L²`` with ``L = falloff · max(H, W)`` pixels
    (``depth_geometry.harmonic_fill``, one sparse solve): smooth, it decays to exactly zero far

@@ -133,7 +133,6 @@ STAGE_SPECS: dict[str, StageSpec] = {
         produces=("gaussians",),
         settings=("splat_schedule", "iterations", "reprojections", "jitter_deg", "sh_degree", "antialiased", "seed"),
         device=True,  # the full 3DGS recipe on CUDA, a short one on the CPU
-        version=2,  # 2: the sky's pixels are trained as transparent (an earlier job's Gaussians are stale)
     ),
     "export": StageSpec(reads=("world_points", "gaussians", "sky_image", "sky_gaussians"),
                         produces=("points_ply", "gaussians_ply", "sky_ply", "sky_png")),
@@ -731,24 +730,9 @@ def stage_expand(run: Run, out: Path) -> None:
     run.write("view_cameras", {"cameras": view_cameras, "steps": stats, "prompt": prompt})
 
 
-def _over_sky(view, sky, clear: bool) -> Any:
-    """A training view fitted as it will be seen, over its sky layer (a fixed background).  With
-    ``clear``, where the view shows sky and no scene (the input's pixels without depth, the
-    expansion's pixels taken from the panorama), the target is the sky itself: the scene's
-    Gaussians can only match it by staying transparent there, so they grow no floaters or halos
-    into the sky, and the sky's own Gaussians (trained apart) are not pulled."""
+def stage_splat(run: Run, out: Path) -> None:
     from dataclasses import replace
 
-    colour, region = sky.sample(view.camera)
-    background = np.where(region[..., None], colour, 0.0).astype(np.float32)  # black where no sky lies behind
-    if not clear:
-        return replace(view, background=background)
-    open_sky = region & ~view.mask
-    return replace(view, background=background, image=np.where(open_sky[..., None], background, view.image),
-                   mask=view.mask | open_sky)
-
-
-def stage_splat(run: Run, out: Path) -> None:
     from .export import write_gaussians_ply
     from .sky import SkyPanorama
     from .splat import SplatConfig, TrainView, make_reprojection_views, train_gaussians
@@ -772,9 +756,9 @@ def stage_splat(run: Run, out: Path) -> None:
         )
     panorama = run.read("sky_panorama")
     if panorama is not None:
+        # The scene is fitted as it will be seen: over its sky (sky pixels stay out of the masks).
         sky = SkyPanorama.from_arrays(panorama)
-        generated = len(data["images"])  # a reprojection's holes are also gaps between points: no sky to clear
-        views = [_over_sky(view, sky, clear=index < generated) for index, view in enumerate(views)]
+        views = [replace(view, background=sky.background(view.camera)) for view in views]
     config = SplatConfig.schedule(settings.splat_schedule, run.device)
     config.seed, config.antialiased = settings.seed, settings.antialiased
     config.max_gaussians = int(np.count_nonzero(data["masks"]))  # no more than the generated views' pixels

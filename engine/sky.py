@@ -18,9 +18,8 @@ Represented far away (``far_points``, ``train_sky``): Gaussians on a sphere of r
 ``RADIUS_FACTOR`` x the input's farthest depth around the input camera, one per panorama cell
 of the sky region (fewer towards the poles), initialised from the panorama and trained briefly on
 renders of it from cameras at the centre (their mask: the sky region only).  They are a
-separate set: the scene's Gaussians never see them in training (the scene is fitted over the
-panorama as a fixed background, and on sky pixels only to be transparent), and they are
-exported beside the world as ``sky.ply`` with the panorama as ``sky.png``.
+separate set: the scene's Gaussians never see them in training (the scene's masks leave sky
+out), and they are exported beside the world as ``sky.ply`` with the panorama as ``sky.png``.
 
 Panorama convention (engine.cameras, shared with the add-on's World background): column 0..W
 runs over longitude -pi..pi with the input's forward direction at the centre and its right at
@@ -151,6 +150,11 @@ class SkyPanorama:
         colour = _remap(self.colour, x, y)
         sky = _remap(self.region.astype(np.uint8), x, y, nearest=True).astype(bool)
         return colour, sky
+
+    def background(self, camera: Camera) -> np.ndarray:
+        """What the sky layer shows behind the scene in ``camera``: the sky, black elsewhere."""
+        colour, sky = self.sample(camera)
+        return np.where(sky[..., None], colour, 0.0).astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"colour": self.colour.astype(np.float16), "region": self.region, "radius": np.float64(self.radius)}

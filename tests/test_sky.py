@@ -138,7 +138,7 @@ def test_the_depth_stage_marks_the_examples_sky(jobs):
     assert not read_npz(jobs["no_sky"][0] / "depth" / "depth.npz")["sky"].any()
 
 
-def test_every_expansion_view_takes_its_sky_from_the_one_panorama_and_lifts_none_of_it(jobs):
+def test_every_expansion_view_takes_its_sky_from_the_one_panorama_and_none_of_it_is_trained(jobs):
     job, _ = jobs["sky"]
     panorama = sky.SkyPanorama.from_arrays(read_npz(job / "sky" / "panorama.npz"))
     views = read_npz(job / "expand" / "views.npz")
@@ -158,17 +158,6 @@ def test_every_expansion_view_takes_its_sky_from_the_one_panorama_and_lifts_none
     # The expansion lifts nothing in the sky: fewer points than when the sky was a hole to fill.
     with_sky = len(read_npz(job / "expand" / "points.npz")["xyz"])
     assert with_sky < len(read_npz(jobs["no_sky"][0] / "expand" / "points.npz")["xyz"])
-
-
-def test_the_scenes_gaussians_stay_transparent_over_the_input_views_sky(jobs):
-    """The scene is trained over its sky with the sky's pixels as "transparent here" targets, so
-    its Gaussians grow no halo or floaters into the sky that the far layer shows behind them."""
-    job, _ = jobs["sky"]
-    example = evaluate.load_example(EXAMPLE, RESOLUTION)
-    scene = read_gaussians_ply(job / "gaussians.ply").render(cameras.relative_to([example.source.camera], example.source.camera)[0], "cpu")
-    alpha = np.asarray(scene.alpha)[example.source.depth == 0]
-    # Measured at this size: mean 0.11, 5 % of the sky over 0.5; fitted without the sky's pixels, 0.19 and 15 %.
-    assert alpha.mean() < 0.15 and (alpha > 0.5).mean() < 0.1, (alpha.mean(), (alpha > 0.5).mean())
 
 
 def test_the_sky_is_exported_beside_the_world_and_named_in_the_result(jobs):
