@@ -152,12 +152,17 @@ def _shifted(t: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
     return padded[pad + dy : pad + dy + height, pad + dx : pad + dx + width]
 
 
+def _median_sample(values: torch.Tensor) -> torch.Tensor:
+    """An evenly strided sample of at most ~``_MEDIAN_SAMPLES`` of 1-D ``values``: medians sort, keep them cheap."""
+    return values[:: max(1, values.numel() // _MEDIAN_SAMPLES)]
+
+
 def _robust_weights(residual: torch.Tensor, threshold: float) -> torch.Tensor:
     """Huber weights, and zero weight (trimmed) beyond 3 robust standard deviations or
     3 thresholds, whichever is wider: gross outliers (bad estimates, wrong inpainting) then
     have no pull at all, which plain Huber weights would still give them."""
     magnitude = residual.abs()
-    sample = residual[:: max(1, residual.numel() // _MEDIAN_SAMPLES)]  # medians sort: keep them cheap
+    sample = _median_sample(residual)
     cutoff = torch.clamp(3.0 * 1.4826 * (sample - sample.median()).abs().median(), min=3.0 * threshold)
     weight = threshold / magnitude.clamp(min=threshold)
     return torch.where(magnitude <= cutoff, weight, torch.zeros_like(weight))
@@ -172,7 +177,7 @@ def _fit(new: torch.Tensor, ref: torch.Tensor, settings: AlignSettings) -> tuple
         inliers = float((((scale * new - ref) / ref).abs() <= settings.huber).double().mean())
         return scale, 0.0, inliers
     log_ratio = torch.log(ref) - torch.log(new)  # [M]
-    location = log_ratio[:: max(1, log_ratio.numel() // _MEDIAN_SAMPLES)].median()
+    location = _median_sample(log_ratio).median()
     for _ in range(settings.fit_iterations):
         weight = _robust_weights(log_ratio - location, settings.huber)
         location = (weight * log_ratio).sum() / weight.sum()
@@ -265,22 +270,23 @@ def _typical_gaps(log_gap: torch.Tensor, seam: torch.Tensor, settings: AlignSett
     noise, and a foreground silhouette a few percent nearer than the revealed background stands
     out; with a warped estimate the gaps spread and more of the seam is kept."""
     gaps = log_gap[seam]
-    sample = gaps[:: max(1, gaps.numel() // _MEDIAN_SAMPLES)]
+    sample = _median_sample(gaps)
     centre = sample.median()
     limit = torch.clamp(settings.seam_spread * 1.4826 * (sample - centre).abs().median(), min=settings.huber)
     return (log_gap - centre).abs() <= limit
 
 
-def _seam_tolerance(border_gaps: torch.Tensor, settings: AlignSettings) -> float:
+def _seam_tolerance(best_gap: torch.Tensor, boundary: torch.Tensor, settings: AlignSettings) -> float:
     """The occlusion test's relative gap for one view: ``seam_tolerance``, widened with
-    ``seam_adaptive`` > 0 to that many times the median |log gap| over the hole's border.  Most
-    border pixels continue a surface, so their median gap is what the estimate's warp left after
-    the global fit: a far-off estimate (severe errors) leaves continuing surfaces more than the
-    fixed tolerance apart, which would leave them free and open the seam."""
-    if settings.seam_adaptive <= 0 or border_gaps.numel() == 0:
+    ``seam_adaptive`` > 0 to that many times the median |log gap| (``best_gap``) over the hole's
+    border (``boundary``).  Most border pixels continue a surface, so their median gap is what
+    the estimate's warp left after the global fit: a far-off estimate (severe errors) leaves
+    continuing surfaces more than the fixed tolerance apart, which would leave them free and
+    open the seam."""
+    if settings.seam_adaptive <= 0 or not bool(boundary.any()):
         return settings.seam_tolerance
-    sample = border_gaps[:: max(1, border_gaps.numel() // _MEDIAN_SAMPLES)]
-    return max(settings.seam_tolerance, math.expm1(settings.seam_adaptive * float(sample.median())))
+    median = float(_median_sample(best_gap[boundary]).median())
+    return max(settings.seam_tolerance, math.expm1(settings.seam_adaptive * median))
 
 
 def _near_estimate_edges(depth: torch.Tensor, valid: torch.Tensor, radius: int, tolerance: float) -> torch.Tensor:
@@ -353,7 +359,7 @@ def align_depth(
         target = torch.where(better, candidate, target)
         across = torch.where(better, ref1, across)
     boundary = torch.isfinite(best_gap)
-    tolerance = _seam_tolerance(best_gap[boundary], settings)
+    tolerance = _seam_tolerance(best_gap, boundary, settings)
     seam = boundary & ~depth_jumps(target, fitted, tolerance)
     edge_radius = round(settings.seam_edge_radius * max(shape))  # 3 px at 512 px: estimators' ramps scale with the image
     if edge_radius > 0:
