@@ -12,6 +12,7 @@ the baselines of one level resume.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -32,12 +33,13 @@ PARTS = {
 def main(argv: list[str]) -> int:
     from engine.__main__ import main as engine_main
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args, rest = parser.parse_known_args(argv)  # the rest goes to eval-world as it is
     ERROR_LEVELS.update(PARTS)
-    out = Path(argv[argv.index("--out") + 1])
-    rest = [item for index, item in enumerate(argv) if item != "--out" and (index == 0 or argv[index - 1] != "--out")]
     status = 0
     for level in PARTS:
-        status |= engine_main(["eval-world", "--level", level, "--out", str(out / level), *rest])
+        status |= engine_main(["eval-world", "--level", level, "--out", str(args.out / level), *rest])
     return status
 
 

@@ -43,9 +43,14 @@ def generate(job: Path, args: argparse.Namespace, seed: int, sky: bool) -> None:
 SKYLINE_PX = 4  # "skyline": surface pixels within this many pixels of Blender's sky
 
 
-def score(job: Path, example, device: str) -> dict[str, float]:
+def skyline_mask(depth: np.ndarray) -> np.ndarray:
+    """Blender's surface pixels (depth > 0) within ``SKYLINE_PX`` of its sky (depth 0)."""
     from scipy.ndimage import binary_dilation
 
+    return (depth > 0) & binary_dilation(depth == 0, iterations=SKYLINE_PX)
+
+
+def score(job: Path, example, device: str) -> dict[str, float]:
     from engine import cameras, evaluate
     from engine.sky import read_world
 
@@ -55,12 +60,12 @@ def score(job: Path, example, device: str) -> dict[str, float]:
         camera = cameras.relative_to([view.camera], example.source.camera)[0]
         image = world.render(camera, device).image
         covisible = view.depth > 0 if view is example.source else evaluate.covisible_mask(view, example.source)
-        near_sky = binary_dilation(view.depth == 0, iterations=SKYLINE_PX)
+        skyline = skyline_mask(view.depth)
         rows.append([evaluate.masked_psnr(image, view.image, view.depth == 0),
                      evaluate.masked_psnr(image, view.image, view.depth > 0),
                      evaluate.masked_psnr(image, view.image, covisible),
-                     evaluate.masked_psnr(image, view.image, (view.depth > 0) & near_sky),
-                     evaluate.masked_psnr(image, view.image, (view.depth > 0) & ~near_sky)])
+                     evaluate.masked_psnr(image, view.image, skyline),
+                     evaluate.masked_psnr(image, view.image, (view.depth > 0) & ~skyline)])
     sky, rest, covisible, skyline, inland = np.mean(rows, axis=0)
     return {"psnr_sky": float(sky), "psnr_nonsky": float(rest), "psnr_covisible": float(covisible),
             "psnr_skyline": float(skyline), "psnr_nonsky_inland": float(inland)}

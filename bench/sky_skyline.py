@@ -4,8 +4,8 @@
 
 Both jobs are the bundled example generated as ``bench/sky_layer.py`` does (same seed and
 settings, one with ``--set sky=false``).  For the input camera and each held-out camera it
-renders both worlds and prints, over the skyline (surface pixels within ``SKYLINE_PX`` of
-Blender's sky): the mean colour error of each, the pixels where the sky world is worse by more
+renders both worlds and prints, over the skyline (``sky_layer.skyline_mask``: surface pixels
+within ``sky_layer.SKYLINE_PX`` of Blender's sky): the mean colour error of each, the pixels where the sky world is worse by more
 than ``WORSE``, where they are (rows and columns, 5th/50th/95th percentiles), the sky world's
 scene opacity there and the mean colours of Blender, the sky world and the sky-less one.
 """
@@ -20,14 +20,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-SKYLINE_PX = 4
+from sky_layer import skyline_mask  # noqa: E402
+
 WORSE = 0.05  # mean absolute colour error (0-1) by which a pixel counts as worse
 
 
 def main() -> None:
-    from scipy.ndimage import binary_dilation
-
     from engine import cameras, evaluate
     from engine.export import read_gaussians_ply
     from engine.sky import read_world
@@ -46,7 +46,7 @@ def main() -> None:
         a, b = with_sky.render(camera, args.device).image, without.render(camera, args.device).image
         alpha = np.asarray(scene.render(camera, args.device).alpha)
         sky = view.depth == 0
-        skyline = binary_dilation(sky, iterations=SKYLINE_PX) & ~sky
+        skyline = skyline_mask(view.depth)
         error_a, error_b = np.abs(a - view.image).mean(-1), np.abs(b - view.image).mean(-1)
         worse = skyline & (error_a > error_b + WORSE)
         line = (f"view {index} ({'input' if index == 0 else 'held-out'}): skyline {int(skyline.sum())} px, mean error "
