@@ -1,4 +1,5 @@
-"""Snapping an estimate's flying pixels to the nearer plateau, on the analytic test scene (tried, not kept).
+"""Snapping an estimate's flying pixels to the nearer plateau (tried, not kept) against continuing each
+side's surface (``engine.depth_geometry.repair_depth_ramps``, kept), on the analytic test scene.
 
     .venv/bin/python bench/flying_pixel_snap.py
 
@@ -8,7 +9,8 @@ camera; its true depth blurred across depth edges as ``engine.oracle`` does (``e
 the window's minimum or maximum, whichever is nearer in log depth — ungated, or only near pixels
 where the inverse depth bends (second difference over ``k`` of itself; a plane has none).  Prints,
 per variant, the mean |log error| against the true depth, the share of pixels off by more than
-5 %, and the share of pixels snapped (docs/EVAL.md quotes it).
+5 %, and the share of pixels snapped; then the same for ``repair_depth_ramps`` at radius 2, 3, 4 ("continued";
+docs/EVAL.md quotes both).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from engine.depth_geometry import repair_depth_ramps  # noqa: E402
 from engine.oracle import ErrorLevel, corrupt_depth  # noqa: E402
 from test_align import expansion_step  # noqa: E402
 
@@ -57,6 +60,10 @@ def main() -> None:
                 error = np.abs(np.log(snapped[valid] / true_depth[valid]))
                 gate = "ungated" if curvature is None else f"k {curvature}"
                 line += f" | {gate} r {radius}: {error.mean():.4f} / {(error > 0.05).mean():.3f} / {ramp.mean():.2f}"
+        for radius in (2, 3, 4):
+            repaired, ramp = repair_depth_ramps(estimate, radius)
+            error = np.abs(np.log(repaired[valid] / true_depth[valid]))
+            line += f" | continued r {radius}: {error.mean():.4f} / {(error > 0.05).mean():.3f} / {ramp.mean():.2f}"
         print(line)
 
 

@@ -7,6 +7,8 @@
 * ``surface_normals`` — unit normals of the surface a z-depth map sees;
 * ``far_side`` / ``complete_far_side`` — a hole's rim split into the surface behind it and the
   occluder in front, and the hole's depth continued from the surface behind;
+* ``repair_depth_ramps`` — an estimate's flying pixels (edges blurred into ramps) put back on the
+  surface each continues;
 * ``harmonic_fill`` — the (screened) Laplace solve that the fills use: colours in the inpainter,
   inverse depth behind an occluder, the alignment's log-depth correction.
 
@@ -14,6 +16,8 @@ Arrays: numpy in, numpy out; depths are z-depths in metres with 0 (or non-finite
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -209,3 +213,76 @@ def harmonic_fill(
     # default COLAMD (the factorisation is most of an alignment's time).
     out[ys, xs] = spla.splu(system, permc_spec="MMD_AT_PLUS_A").solve(rhs)
     return out
+
+
+
+def repair_depth_ramps(
+    depth: np.ndarray,
+    radius: int,
+    *,
+    jump: float = DEFAULT_EDGE_THRESHOLD,
+    keep_tolerance: float = 0.03,
+    fit_tolerance: float = 0.01,
+    half_window: int = 2,
+    device=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An estimate's flying pixels put back on the surface they belong to: (depth, repaired mask).
+
+    Depth estimators blur occlusion edges into ramps ``radius`` pixels to either side, and a ramp
+    pixel lifted to 3D floats between foreground and background.  Snapping it to a window's
+    nearest or farthest depth terraces every slanted surface, so each side's surface is
+    *continued* instead: inverse depth is affine in pixel coordinates on a plane, so a
+    (2·half_window+1)² least-squares plane fit in inverse depth, centred 2·radius+half_window+1
+    pixels away in one of 8 directions (clear of the pixel's own ramp), predicts what that surface
+    would be at the pixel.  Fits whose residual exceeds ``fit_tolerance`` (relative) are not
+    surfaces.  A pixel is a ramp pixel when it lies between a nearer and a farther continuation
+    that are two surfaces (``jump``) and matches none of its continuations within
+    ``keep_tolerance``; it takes the continuation nearer to it (in depth).  A pixel on a surface
+    matches its own surface's continuation and is kept, so sharp edges and thin structures (no
+    nearer surface continues over them) are left as they are.  Runs in torch on ``device``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    depth, valid = sanitize_depth(depth)
+    if radius <= 0 or not valid.any():
+        return depth, np.zeros(depth.shape, bool)
+    h, size = half_window, 2 * half_window + 1
+    z = torch.from_numpy(depth).to(device=device)
+    ok = z > 0
+    inverse = torch.where(ok, 1.0 / torch.where(ok, z, torch.ones_like(z)), torch.zeros_like(z))
+    taps = torch.arange(-h, h + 1, dtype=z.dtype, device=z.device)
+    flat = torch.full((size,), 1.0 / size, dtype=z.dtype, device=z.device)
+
+    def window_mean(values: torch.Tensor, kernel_x: torch.Tensor = flat, kernel_y: torch.Tensor = flat) -> torch.Tensor:
+        out = F.conv2d(values[None, None], kernel_x.view(1, 1, 1, size), padding=(0, h))
+        return F.conv2d(out, kernel_y.view(1, 1, size, 1), padding=(h, 0))[0, 0]
+
+    # Moments about each window's centre; the taps are symmetric, so the fit decouples.
+    second = float((taps**2).mean())
+    mean = window_mean(inverse)
+    slope_x = window_mean(inverse, kernel_x=taps / size) / second
+    slope_y = window_mean(inverse, kernel_y=taps / size) / second
+    residual = window_mean(inverse**2) - mean**2 - (slope_x**2 + slope_y**2) * second
+    full = window_mean(ok.to(z.dtype)) > 1.0 - 1e-4
+    fits = full & (mean > 0) & (residual.clamp_min(0.0).sqrt() <= fit_tolerance * mean.clamp_min(1e-12))
+    offset = 2 * radius + h + 1
+    height, width = depth.shape
+    pad = offset + 1
+    padded = F.pad(torch.stack([mean, slope_x, slope_y, fits.to(z.dtype)])[None], (pad,) * 4)[0]
+    nearest = torch.full_like(z, float("inf"))
+    farthest = torch.zeros_like(z)
+    matched = torch.zeros_like(ok)
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+        scale = offset / math.hypot(dy, dx)
+        oy, ox = int(round(dy * scale)), int(round(dx * scale))
+        at = padded[:, pad + oy : pad + oy + height, pad + ox : pad + ox + width]  # the fit centred at p + offset
+        predicted = at[0] - at[1] * ox - at[2] * oy
+        usable = (at[3] > 0.5) & (predicted > 0)
+        continued = torch.where(usable, 1.0 / torch.where(usable, predicted, torch.ones_like(predicted)), z)
+        matched |= usable & ((continued - z).abs() <= keep_tolerance * z)
+        nearest = torch.where(usable, torch.minimum(nearest, continued), nearest)
+        farthest = torch.where(usable, torch.maximum(farthest, continued), farthest)
+    ramp = ok & ~matched & (nearest < z) & (farthest > z) & (farthest > (1.0 + jump) * nearest)
+    repaired = torch.where(ramp, torch.where(z - nearest < farthest - z, nearest, farthest), z)
+    return repaired.cpu().numpy(), ramp.cpu().numpy()

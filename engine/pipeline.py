@@ -124,7 +124,7 @@ STAGE_SPECS: dict[str, StageSpec] = {
         produces=("world_points", "views", "view_cameras"),
         settings=("steps", "preset", "preset_angle", *DIFFUSION, "depth_edge_threshold",
                   "align_fit", "align_correction", "align_seam_tolerance", "align_falloff", "align_seam_smoothing",
-                  "align_seam_spread", "align_seam_adaptive", "align_seam_edge_radius"),
+                  "align_seam_spread", "align_seam_adaptive", "align_seam_edge_radius", "depth_ramp_radius"),
         slots=("expansion_inpaint", "expansion_geometry"),
         request=("camera", "trajectory", "negative_prompt"),
     ),
@@ -650,7 +650,7 @@ def stage_expand(run: Run, out: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from .align import AlignSettings, align_depth
-    from .depth_geometry import depth_edges
+    from .depth_geometry import depth_edges, repair_depth_ramps
     from .pointcloud import PointCloud, render_points, unproject
     from .sky import SkyPanorama
 
@@ -701,6 +701,9 @@ def stage_expand(run: Run, out: Path) -> None:
                     completed, view, rendered_depth=rendered.depth, hole_mask=hole, should_stop=run.should_stop
                 )
                 new_depth = np.where(estimate.valid, estimate.depth, 0.0).astype(np.float32)
+                ramp_radius = round(run.settings.depth_ramp_radius * max(new_depth.shape))  # 3 px at 512
+                new_depth, ramp = repair_depth_ramps(new_depth, ramp_radius, device=run.device)
+                record["ramp_fraction"] = float(ramp[hole].mean())
                 align_settings = AlignSettings.from_settings(run.settings)
                 aligned, align_stats = align_depth(new_depth, rendered.depth, hole, view, settings=align_settings, device=run.device)
                 record.update(align_stats.to_dict())

@@ -40,6 +40,7 @@ class Settings:
     align_seam_spread: float = 0.0  # > 0: a hole-border pixel this many robust deviations off the seam's median gap is an occlusion too
     align_seam_adaptive: float = 0.0  # > 0: the occlusion tolerance widens to this many times the hole border's median gap
     align_seam_edge_radius: float = 0.006  # a hole-border pixel this close (fraction of the long side) to a depth edge of the new view's estimate is an occlusion (0: off; eval-world, docs/EVAL.md)
+    depth_ramp_radius: float = 0.006  # the new view's estimate: flying pixels this far (fraction of the long side) either side of a depth edge go back on a surface (0: off; docs/EVAL.md)
     mask_iou_threshold: float = 0.85  # layers: keep masks with predicted IoU above this
     mask_min_area: float = 0.005  # layers: smallest kept mask, fraction of the image
     mask_max_area: float = 0.60  # layers: largest kept mask, fraction of the image
@@ -83,6 +84,7 @@ class Settings:
             (0.0 <= self.align_seam_spread <= 100.0, "align_seam_spread must be in [0, 100]"),
             (0.0 <= self.align_seam_adaptive <= 100.0, "align_seam_adaptive must be in [0, 100]"),
             (0.0 <= self.align_seam_edge_radius <= 0.1, "align_seam_edge_radius must be in [0, 0.1]"),
+            (0.0 <= self.depth_ramp_radius <= 0.05, "depth_ramp_radius must be in [0, 0.05]"),
             (0.0 <= self.mask_min_area < self.mask_max_area <= 1.0, "need 0 <= mask_min_area < mask_max_area <= 1"),
             (0 <= self.hidden_dilation_px <= 64, "hidden_dilation_px must be 0..64"),
             (1 <= self.sam_points_per_side <= 128, "sam_points_per_side must be 1..128"),

@@ -67,6 +67,7 @@ BAD_VALUES = {
     "align_seam_spread": -1.0,
     "align_seam_adaptive": -1.0,
     "align_seam_edge_radius": 0.2,
+    "depth_ramp_radius": 0.5,
     "mask_iou_threshold": 1.5,
     "mask_min_area": 0.7,  # above mask_max_area
     "mask_max_area": 1.5,
