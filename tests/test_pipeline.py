@@ -113,6 +113,8 @@ def test_prefetch_starts_every_later_stage_model_on_threads_once(tmp_path, monke
     assert run.prefetch_backends(protocol.STAGES) == entries  # already there: nothing loads again
     run.stage = "inpaint"
     assert run.backend("caption") is caption
+    for entry in entries:  # the loads run on their threads: the record is complete once each is done
+        run._wait_for(entry)
     assert sorted(c[:2] for c in created) == sorted([("engine.prompting", "colour-stats"), ("engine.segment", "depth-edges"),
                                                      ("engine.inpaint", "opencv"), ("engine.depth", "completion")])
     assert all(thread.startswith("backend-load-") for _, _, thread in created)
