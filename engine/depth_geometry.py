@@ -215,7 +215,6 @@ def harmonic_fill(
     return out
 
 
-
 def repair_depth_ramps(
     depth: np.ndarray,
     radius: int,
